@@ -1,0 +1,24 @@
+# eostats: per-tile statistics of satellite collections, in odc-stats' formats.
+# source → dataset cache → task lists → tile outputs → overview mosaics. All logic lives in the eostats package.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/sample.smk"
+include: "rules/cache.smk"
+include: "rules/tasks.smk"
+include: "rules/tiles.smk"
+include: "rules/mosaic.smk"
+
+
+rule all:
+    input:
+        final_targets,
+    localrule: True
+    default_target: True

@@ -1,0 +1,28 @@
+"""Logging for workflow jobs: everything into the job's log file, and a failure as one readable line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def job_logging(log_path: str | Path | None, name: str) -> Iterator[logging.Logger]:
+    """Send the ``eostats`` loggers (and warnings) to ``log_path``; log an exception before re-raising it."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
+    logging.captureWarnings(True)
+    logger = logging.getLogger(f"eostats.{name}")
+    try:
+        yield logger
+    except Exception as err:
+        logger.error("%s failed: %s", name, err, exc_info=True)
+        raise

@@ -1,0 +1,1 @@
+"""Numerical kernels (numba) working on whole tiles held in memory."""

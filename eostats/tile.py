@@ -1,0 +1,154 @@
+"""Run one task end to end: its datasets from the cache → statistic on the tile → COGs, ``.sha1``, STAC item.
+
+The tile is computed one spatial block at a time (``chunk_size`` pixels square): dask reads and reprojects the
+block's inputs with the job's threads, the plugin reduces it, and the result goes into the output arrays. Outputs are
+built in a temporary sibling directory and renamed into place as a whole; the STAC item is the last file written, so
+its presence means the tile is complete (as in odc-stats).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dask
+import numba
+import xarray as xr
+from odc.geo.xr import xr_coords
+
+from eostats.cache import DatasetCache
+from eostats.cog import CogOptions, write_cog
+from eostats.fileio import atomic_directory, write_json_atomic
+from eostats.loading import load_task
+from eostats.metadata import BandInfo, build_stac_item, write_sha1
+from eostats.periods import parse_period
+from eostats.taskids import TaskId
+from eostats.workflow import Run
+
+log = logging.getLogger("eostats.tile")
+
+
+@dataclass
+class TileReport:
+    """What a tile job did; logged as one JSON line at the end of the job."""
+
+    task: str
+    datasets: int
+    observations: int
+    blocks: int
+    output_dir: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+
+
+def _blocks(shape: tuple[int, int], size: int):
+    ny, nx = shape
+    for y0 in range(0, ny, size):
+        for x0 in range(0, nx, size):
+            yield slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> tuple[xr.Dataset, dict[str, Any]]:
+    """The plugin's measurements on the tile of ``task`` as an in-memory Dataset (dims y, x)."""
+    plugin = run.plugin
+    geobox = run.grid.tile_geobox(task.x, task.y)
+    chunk = int(run.config["chunk_size"])
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    items = cache.datasets(task)
+    lazy = load_task(items, geobox, plugin, chunk_size=chunk)
+    timings["plan"] = time.perf_counter() - t0
+
+    outputs = plugin.empty_outputs(geobox.shape.yx)
+    blocks = list(_blocks(geobox.shape.yx, chunk))
+    t_load = t_reduce = 0.0
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        for i, (ys, xs) in enumerate(blocks, start=1):
+            t1 = time.perf_counter()
+            block = lazy.isel(y=ys, x=xs).compute()
+            t2 = time.perf_counter()
+            reduced = plugin.reduce(block)
+            for name in outputs:
+                outputs[name][ys, xs] = reduced[name].values
+            t3 = time.perf_counter()
+            t_load += t2 - t1
+            t_reduce += t3 - t2
+            log.info("task %s: block %d of %d done", task, i, len(blocks))
+    timings["load"] = t_load
+    timings["reduce"] = t_reduce
+    coords = xr_coords(geobox)
+    ds = xr.Dataset({name: xr.DataArray(arr, dims=("y", "x"), coords=coords) for name, arr in outputs.items()})
+    info = {"datasets": len(items), "observations": int(lazy.sizes["time"]), "blocks": len(blocks), "timings": timings}
+    return ds, info
+
+
+def write_tile(run: Run, task: TaskId, data: xr.Dataset, source_ids: list[str]) -> list[Path]:
+    """Write one COG per measurement, the ``.sha1`` and the STAC item (last) into the task directory, atomically."""
+    product = run.product
+    plugin = run.plugin
+    geobox = run.grid.tile_geobox(task.x, task.y)
+    final_dir = Path(product.task_dir(task))
+    cog_opts = dict(run.config.get("cog_opts") or {})
+    period = parse_period(task.period)
+    with atomic_directory(final_dir) as tmp_dir:
+        bands: dict[str, BandInfo] = {}
+        written: list[Path] = []
+        for m in plugin.measurements:
+            name = Path(product.band_path(task, m.name)).name
+            options = CogOptions.from_config(cog_opts, band=m.name, categorical=m.categorical)
+            da = data[m.name].astype(m.dtype)
+            da.attrs["nodata"] = m.nodata
+            written.append(write_cog(tmp_dir / name, da, nodata=m.nodata, description=m.name, options=options))
+            bands[m.name] = BandInfo(dtype=m.dtype, nodata=m.nodata, path=name)
+        sha1_name = Path(product.sha1_path(task)).name
+        write_sha1(tmp_dir / sha1_name, written)
+        item = build_stac_item(
+            product=product,
+            task=task,
+            geobox=geobox,
+            bands=bands,
+            source_ids=source_ids,
+            processing_datetime=datetime.now(UTC),
+            period_range=(period.start, period.end),
+        )
+        write_json_atomic(tmp_dir / Path(product.stac_path(task)).name, item)
+    return [final_dir / p.name for p in written] + [final_dir / sha1_name, Path(product.stac_path(task))]
+
+
+def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -> TileReport:
+    """Compute and write one task; returns the report that the job logs as a JSON line."""
+    t0 = time.perf_counter()
+    cache = DatasetCache.open(cache_path)
+    if not cache.has_task(task):
+        raise KeyError(f"task {task} is not in the cache {cache_path}")
+    data, info = compute_tile(run, cache, task, threads)
+    t1 = time.perf_counter()
+    files = write_tile(run, task, data, cache.dataset_ids(task))
+    timings = dict(info["timings"], write=time.perf_counter() - t1, total=time.perf_counter() - t0)
+    return TileReport(
+        task=str(task),
+        datasets=info["datasets"],
+        observations=info["observations"],
+        blocks=info["blocks"],
+        output_dir=str(Path(run.product.task_dir(task))),
+        seconds={k: round(v, 3) for k, v in timings.items()},
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        outputs=[str(p) for p in files],
+    )
+
+
+def report_line(report: TileReport) -> str:
+    return json.dumps({"event": "tile_done", **asdict(report)}, sort_keys=True)
+

@@ -1,0 +1,18 @@
+# Low-resolution overview mosaics: per period, one COG per band (or one multi-band COG) over every tile.
+
+
+rule mosaic:
+    input:
+        tiles=tiles_of_period,
+    output:
+        [str(p) for p in RUN.mosaic_paths("{period}")],
+    log:
+        f"{LOGS}/mosaic/{{period}}.log",
+    benchmark:
+        f"{BENCHMARKS}/mosaic/{{period}}.tsv"
+    threads: resources_of("mosaic")["threads"]
+    resources:
+        mem_mb=resources_of("mosaic")["mem_mb"],
+        runtime=resources_of("mosaic")["runtime"],
+    script:
+        "../scripts/mosaic.py"
