@@ -192,7 +192,7 @@ class TileGrid:
         """
         resolution = float(resolution)
         if not (math.isfinite(resolution) and resolution > 0):
-            raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+            raise ValueError(f"resolution {resolution:g} must be a positive number")
         shape_yx = []
         for size in (self.tile_size_xy[1], self.tile_size_xy[0]):
             n = round(size / resolution)
