@@ -1,0 +1,1 @@
+"""eostats: per-tile statistics of satellite collections, compatible with odc-stats."""
