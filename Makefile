@@ -41,7 +41,7 @@ $(VENV)/.installed: requirements.lock.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON312) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -r requirements.lock.txt
-	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
 clean:
