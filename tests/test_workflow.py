@@ -25,6 +25,7 @@ import yaml
 from pyproj import Transformer
 
 from eostats.cog import cog_problems
+from eostats.metadata import validate_stac_item
 from eostats.sample import SampleSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,9 +157,8 @@ def test_stac_items_validate_and_point_to_their_cogs(gm_run):
     cache_ids = {}
     for tile_dir in tile_dirs(results):
         path = next(tile_dir.glob("*.stac-item.json"))
-        item = pystac.Item.from_file(str(path))
-        item.validate()
         doc = json.loads(path.read_text())
+        validate_stac_item(doc)
         assert doc["properties"]["odc:product"] == "gm_ls_annual"
         assert doc["properties"]["odc:region_code"] == tile_dir.parent.parent.name + tile_dir.parent.name
         assert doc["properties"]["proj:shape"] == [512, 512] or doc["properties"].get("proj:shape") == [512, 512]
