@@ -11,6 +11,7 @@ whole workflow without network access:
   is a rectangle tilted like a descending Landsat path (~13 degrees) inside a nodata collar;
 * two or more overlapping paths (west to east), and on some dates the same path delivered as
   two overlapping rows acquired ~24 s apart (the same solar day, to be fused by the workflow);
+  a pass delivered as one scene covers the whole length and is labelled with the north row;
 * acquisitions at ~23:5x UTC, i.e. the UTC date is the day before the local (AEST) date; the
   first path always has a scene at ``<first year>-12-31T23:5x`` UTC.
 
