@@ -102,7 +102,9 @@ def small_cube() -> np.ndarray:
     cube[:, 1:, 0, 1] = NODATA  # a single observation
     cube[:, 0, 0, 1] = [500, 600, 700, 2500, 1800, 900]
     cube[:, 2:, 0, 2] = NODATA  # two observations: even count
-    cube[:, :2, 0, 2] = np.array([[400, 500, 600, 2000, 1500, 800], [420, 480, 640, 2100, 1400, 820]]).T
+    cube[:, :2, 0, 2] = np.array(
+        [[400, 500, 600, 2000, 1500, 800], [420, 480, 640, 2100, 1400, 820]]
+    ).T
     cube[:, :, 0, 3] = np.array([[800, 900, 1000, 3000, 2000, 1200]]).T  # all identical
     cube[:, :9, 0, 4] = np.array([[700, 750, 800, 2600, 1900, 1000]]).T  # 9 of 15 coincide
     # two tied clusters of 7: the median set is a segment and the mean start is already optimal
@@ -224,6 +226,24 @@ def test_single_iteration_matches_reference_step(small_cube) -> None:
     np.testing.assert_allclose(ours.median, ref["median"], rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "points",
+    [
+        # the mean (0, 0) is an observation and also the geometric median (pull r < eta)
+        [(0, 0), (3, 0), (0, 3), (-3, -3)],
+        # the mean (0, 0) is an observation but not the median (pull r > eta): Vardi–Zhang step
+        [(0, 0), (4, 0), (4, 1), (4, -1), (-12, 0)],
+    ],
+)
+def test_vardi_zhang_step_when_estimate_hits_an_observation(points) -> None:
+    x = np.array(points, dtype=np.float64)
+    cube = x.T.astype(np.int16)[:, :, None, None]  # (band, time, 1, 1), exact at scale 1
+    for maxiters in (1, 2, 1000):
+        ours = geomedian_mads(cube, nodata=-999, scale=1.0, offset=0.0, eps=1e-9, maxiters=maxiters)
+        ref = reference_geomedian(x, eps=1e-9, maxiters=maxiters)
+        np.testing.assert_allclose(ours.median[:, 0, 0], ref, rtol=0, atol=1e-5)
+
+
 def test_uint16_and_float32_inputs_agree_with_int16(small_cube, small_result) -> None:
     # uint16 with nodata 0: same numbers, different missing marker
     as_uint = np.where(small_cube == NODATA, 0, small_cube).astype(np.uint16)
@@ -249,6 +269,38 @@ def test_thread_count_does_not_change_results(small_cube, small_result) -> None:
         numba.set_num_threads(before)
     for name in ("median", "emad", "smad", "bcmad", "count"):
         np.testing.assert_array_equal(getattr(single, name), getattr(small_result, name))
+
+
+def test_long_stacks_use_the_same_recipe() -> None:
+    """More than 64 kept observations: the MAD medians switch to the selection path."""
+    rng = np.random.default_rng(3)
+    cube = synthetic_cube(rng, 4, 120, 3, 4, NODATA)
+    # two alternating spectra: 120 observations, every distance tied
+    cube[:, ::2, 0, 0] = np.array([[900, 1100, 1300, 2500]]).T
+    cube[:, 1::2, 0, 0] = np.array([[1000, 1150, 1250, 2700]]).T
+    ours = geomedian_mads(cube, nodata=NODATA, scale=SCALE, offset=OFFSET)
+    ref = reference_stats(cube, NODATA, eps=1e-5, maxiters=1000)
+    assert ours.count.max() > 64
+    np.testing.assert_array_equal(ours.count, ref["count"])
+    assert (
+        np.abs(to_dn_float(ours.median.astype(np.float64)) - to_dn_float(ref["median"])).max() <= 1
+    )
+    assert np.abs(ours.emad - ref["emad"]).max() <= 3
+    np.testing.assert_allclose(ours.smad, ref["smad"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(ours.bcmad, ref["bcmad"], rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 10, 63, 64, 65, 66, 131])
+def test_median_helper_matches_nanmedian(size: int) -> None:
+    from eostats.kernels.geomedian import _median_of_valid
+
+    rng = np.random.default_rng(size)
+    for trial in range(20):
+        values = rng.integers(0, 5 if trial % 2 else 1000, size=size).astype(np.float64)
+        values[rng.random(size) < 0.2] = np.nan
+        expected = np.nan if np.isnan(values).all() else np.nanmedian(values)
+        got = _median_of_valid(values.copy(), size)
+        assert got == expected or (np.isnan(got) and np.isnan(expected))
 
 
 def test_input_validation() -> None:
@@ -388,7 +440,9 @@ def test_odc_integer_conversion_identical(odc_comparison) -> None:
     close = np.abs(ours_dn - odc_dn) < 1e-3
     off_boundary = np.abs(odc_dn - np.round(odc_dn)) > 1e-3
     compared = close & off_boundary
-    assert compared.mean() > 0.5  # the check covers most of the tile
+    # geomad's warm start lands elsewhere within eps (median gap ~0.005 DN), so only part of
+    # the tile is this close; make sure the check is not vacuous
+    assert compared.mean() > 0.1
     ours_int = median_to_dn(ours.median, scale=SCALE, offset=OFFSET, nodata=NODATA, dtype="int16")
     np.testing.assert_array_equal(ours_int[compared], odc_int[compared])
 

@@ -54,9 +54,72 @@ class GeomedianResult:
     count: np.ndarray
 
 
+_RANK_SELECT_MAX = 64
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _middle_by_rank(values: np.ndarray, m: int, k: int) -> tuple[float, float]:
+    """(k-1)-th and k-th smallest of ``values[:m]`` by counting ranks: O(m²) but branch-free
+    and vectorised, faster than any selection for the few dozen observations of a pixel."""
+    lower = np.nan
+    upper = np.nan
+    for i in range(m):
+        vi = values[i]
+        rank = 0
+        for j in range(m):
+            vj = values[j]
+            # ties broken by position so that every element gets a distinct rank
+            rank += (vj < vi) | ((vj == vi) & (j < i))
+        if rank == k:
+            upper = vi
+        elif rank == k - 1:
+            lower = vi
+    return lower, upper
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _middle_by_selection(values: np.ndarray, m: int, k: int) -> tuple[float, float]:
+    """(k-1)-th and k-th smallest of ``values[:m]`` by Hoare's selection (expected O(m));
+    reorders ``values``."""
+    lo = 0
+    hi = m - 1
+    while lo < hi:
+        pivot = values[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    # everything left of position k is <= values[k]; the largest of it is the (k-1)-th
+    lower = np.nan
+    if k > 0:
+        lower = values[0]
+        for i in range(1, k):
+            if values[i] > lower:
+                lower = values[i]
+    return lower, values[k]
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _median_of_valid(values: np.ndarray, n: int) -> float:
-    """Median of the non-NaN entries among ``values[:n]`` (reorders them); NaN if none."""
+    """Median of the non-NaN entries among ``values[:n]``, like ``np.nanmedian`` (mean of the two
+    middle values for an even count); NaN if none. Reorders ``values``.
+
+    Sorting three short arrays per pixel cost more than the Weiszfeld iteration itself, hence
+    the selection helpers.
+    """
     m = 0
     for i in range(n):
         v = values[i]
@@ -65,15 +128,23 @@ def _median_of_valid(values: np.ndarray, n: int) -> float:
             m += 1
     if m == 0:
         return np.nan
-    head = values[:m]
-    head.sort()
-    half = m // 2
+    k = m // 2
+    if m <= _RANK_SELECT_MAX:
+        lower, upper = _middle_by_rank(values, m, k)
+    else:
+        lower, upper = _middle_by_selection(values, m, k)
     if m % 2 == 1:
-        return head[half]
-    return 0.5 * (head[half - 1] + head[half])
+        return upper
+    return 0.5 * (lower + upper)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+# fastmath: only reassociation (lets the sums over observations vectorise, ~10 % faster) and
+# its harmless companions; no "nnan" (NaN tests must stay) and no "contract" (an FMA would change
+# the float32 DN scaling that has to match odc-algo's bit for bit). error_model="numpy": 0/0 is
+# NaN rather than an exception.
+@numba.njit(
+    parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "arcp"}
+)
 def _geomedian_rows(
     data: np.ndarray,
     nodata: float,
@@ -91,11 +162,13 @@ def _geomedian_rows(
     scale32 = np.float32(scale)
     offset32 = np.float32(offset)
     for row in numba.prange(n_rows):
-        # Per-row scratch: small enough to stay in L1/L2 for the whole pixel.
-        obs = np.empty((n_time, n_band), dtype=np.float64)
+        # Per-row scratch, band-major so the loops over observations vectorise.
+        obs = np.empty((n_band, n_time), dtype=np.float64)
         est = np.empty(n_band, dtype=np.float64)
         target = np.empty(n_band, dtype=np.float64)
         gm = np.empty(n_band, dtype=np.float64)
+        dist2 = np.empty(n_time, dtype=np.float64)
+        weight = np.empty(n_time, dtype=np.float64)
         dist_e = np.empty(n_time, dtype=np.float64)
         dist_s = np.empty(n_time, dtype=np.float64)
         dist_bc = np.empty(n_time, dtype=np.float64)
@@ -112,7 +185,7 @@ def _geomedian_rows(
                         break
                 if keep:
                     for b in range(n_band):
-                        obs[n, b] = np.float32(data[b, t, row, col]) * scale32 + offset32
+                        obs[b, n] = np.float32(data[b, t, row, col]) * scale32 + offset32
                     n += 1
             count[row, col] = n
             if n == 0:
@@ -127,29 +200,31 @@ def _geomedian_rows(
             for b in range(n_band):
                 acc = 0.0
                 for i in range(n):
-                    acc += obs[i, b]
+                    acc += obs[b, i]
                 est[b] = acc / n
             for _ in range(maxiters):
-                inv_dist_sum = 0.0
-                n_coincident = 0
-                for b in range(n_band):
-                    target[b] = 0.0
                 for i in range(n):
-                    d2 = 0.0
-                    for b in range(n_band):
-                        diff = obs[i, b] - est[b]
-                        d2 += diff * diff
-                    if d2 > 0.0:
-                        w = 1.0 / math.sqrt(d2)
-                        inv_dist_sum += w
-                        for b in range(n_band):
-                            target[b] += w * obs[i, b]
-                    else:
-                        n_coincident += 1
+                    dist2[i] = 0.0
+                for b in range(n_band):
+                    e = est[b]
+                    for i in range(n):
+                        diff = obs[b, i] - e
+                        dist2[i] += diff * diff
+                n_coincident = 0
+                for i in range(n):
+                    d2 = dist2[i]
+                    n_coincident += d2 == 0.0
+                    weight[i] = 1.0 / math.sqrt(d2) if d2 > 0.0 else 0.0
+                inv_dist_sum = 0.0
+                for i in range(n):
+                    inv_dist_sum += weight[i]
                 if inv_dist_sum == 0.0:
                     break  # every observation sits on the estimate: it is the median
                 for b in range(n_band):
-                    target[b] /= inv_dist_sum
+                    acc = 0.0
+                    for i in range(n):
+                        acc += weight[i] * obs[b, i]
+                    target[b] = acc / inv_dist_sum
                 # Vardi–Zhang: a point coinciding with the estimate pulls it back by min(1, eta/r)
                 pull = 0.0
                 if n_coincident > 0:
@@ -183,7 +258,7 @@ def _geomedian_rows(
                 abs_diff = 0.0
                 abs_sum = 0.0
                 for b in range(n_band):
-                    x = obs[i, b]
+                    x = obs[b, i]
                     g = gm[b]
                     d2 += (x - g) * (x - g)
                     dot += x * g
@@ -212,7 +287,7 @@ def geomedian_mads(
 
     :param data: int16 or uint16 digital numbers, dims ``(band, time, y, x)``; an observation is
         used only where no band equals ``nodata``. float32 input is also accepted: NaN (and
-        ``nodata``, when it is a number) marks missing values.
+        ``nodata``, unless it is None) marks missing values.
     :param nodata: the missing-data DN (e.g. -999 for DEA int16, 0 for uint16 products).
     :param scale, offset: DN → scaled reflectance ``DN * scale + offset``; odc-stats uses
         ``1e-4`` and ``-1e-4``. ``scale`` must be non-zero.

@@ -1,0 +1,239 @@
+"""Pixel-quality masks: enumerated mask classes and isotropic binary morphology.
+
+Morphology works in the **native pixel grid** of the mask (radius in pixels, whatever the CRS)
+on arrays shaped ``(..., y, x)``; every leading index (e.g. time) is an independent 2-D image.
+The structuring element is the Euclidean disk ``{(dy, dx): dy² + dx² <= r²}``, the same set as
+odc-algo's distance-transform (EDT) morphology.
+
+Outside the array the mask is False, and every operation acts on that infinite plane before the
+result is cropped back: an erosion eats into masks touching the edge, and a dilation that spills
+over the edge is still there for the erosion of a later closing. This is what odc-algo's dask
+path does when its overlap is deep enough; its numpy path instead ignores the outside
+(odc-stats-quirks Q12).
+
+``ops`` is a sequence of ``(operation, radius)`` pairs applied in order, operation one of
+``opening`` (erosion then dilation: removes specks), ``closing`` (dilation then erosion: fills
+holes), ``dilation`` (buffers) and ``erosion``; radius 0 is a no-op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from numbers import Real
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "FMASK_CLASSES",
+    "MORPHOLOGY_OPS",
+    "cleanup_depth",
+    "enum_to_bool",
+    "mask_cleanup",
+    "mask_cleanup_dask",
+    "validate_ops",
+]
+
+FMASK_CLASSES = {"nodata": 0, "clear": 1, "cloud": 2, "shadow": 3, "snow": 4, "water": 5}
+
+MORPHOLOGY_OPS = ("opening", "closing", "dilation", "erosion")
+
+# Below this radius the disk is applied as one 1-D running maximum per distinct row width (cost
+# grows with r); from it on a Euclidean distance transform (cost independent of r) is cheaper.
+# Measured on a 2048² mask: r=6 61 ms vs 428 ms, r=24 230 vs 334 ms, r=40 379 vs 324 ms.
+_EDT_MIN_RADIUS = 32
+
+
+def enum_to_bool(
+    band: Any,
+    classes: Iterable[str | int],
+    class_values: Mapping[str, int] = FMASK_CLASSES,
+) -> Any:
+    """True where ``band`` holds one of ``classes`` (names looked up in ``class_values``, or
+    integer values as they are). Works on numpy, dask and xarray arrays alike and returns the
+    same kind of array, dtype bool."""
+    values: list[int] = []
+    for cls in classes:
+        if isinstance(cls, str):
+            if cls not in class_values:
+                known = ", ".join(sorted(class_values))
+                raise ValueError(f"unknown mask class {cls!r}; known classes: {known}")
+            values.append(int(class_values[cls]))
+        else:
+            values.append(int(cls))
+    if not values:
+        return (band == band) & False  # all False, lazily for dask/xarray too
+    hit = band == values[0]
+    for value in values[1:]:
+        hit = hit | (band == value)
+    return hit
+
+
+def validate_ops(ops: Iterable[Sequence[Any]]) -> list[tuple[str, float]]:
+    """Check ``[(operation, radius), ...]`` and return it as a list of tuples.
+
+    Raises ValueError naming the offending entry for an unknown operation or a radius that is
+    negative or not a number.
+    """
+    checked: list[tuple[str, float]] = []
+    allowed = ", ".join(MORPHOLOGY_OPS)
+    for entry in ops:
+        try:
+            op, radius = entry
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"morphology op {entry!r} must be an (operation, radius) pair; "
+                f"operations: {allowed}"
+            ) from None
+        if op not in MORPHOLOGY_OPS:
+            raise ValueError(f"unknown morphology operation {op!r}; allowed: {allowed}")
+        if isinstance(radius, bool) or not isinstance(radius, Real) or not radius >= 0:
+            raise ValueError(
+                f"radius of {op!r} must be a number >= 0 (pixels), got {radius!r}; "
+                f"operations: {allowed}"
+            )
+        checked.append((op, radius))
+    return checked
+
+
+def cleanup_depth(ops: Iterable[Sequence[Any]]) -> int:
+    """Pixels of context a result pixel depends on: r per dilation/erosion, 2r per
+    opening/closing, summed over the chain (odc-algo sums r only, which is too little)."""
+    depth = 0
+    for op, radius in validate_ops(ops):
+        steps = 2 if op in ("opening", "closing") else 1
+        depth += steps * math.ceil(radius)
+    return depth
+
+
+def _row_half_widths(radius: float) -> list[int]:
+    """Half width of the disk's row at vertical offset dy = 0..floor(r): the largest w with
+    dy² + w² <= r², settled by exact comparisons rather than trusting sqrt's rounding."""
+    r2 = radius * radius
+    widths = []
+    for dy in range(math.floor(radius) + 1):
+        w = math.floor(math.sqrt(max(r2 - dy * dy, 0.0)))
+        while dy * dy + (w + 1) ** 2 <= r2:
+            w += 1
+        while w > 0 and dy * dy + w * w > r2:
+            w -= 1
+        widths.append(w)
+    return widths
+
+
+def _dilate_by_rows(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Disk dilation as the union over rows dy of the disk: a horizontal running maximum of
+    half width w(dy), shifted by dy. Pixels beyond the array count as False."""
+    widths = _row_half_widths(radius)
+    reach = len(widths) - 1
+    ny = mask.shape[-2]
+    as_u8 = mask.view(np.uint8)
+    by_width: dict[int, np.ndarray] = {}
+    for w in set(widths):
+        if w == 0:
+            spread = as_u8
+        else:
+            spread = ndimage.maximum_filter1d(as_u8, 2 * w + 1, axis=-1, mode="constant", cval=0)
+        pad = [(0, 0)] * (mask.ndim - 2) + [(reach, reach), (0, 0)]
+        by_width[w] = np.pad(spread.view(bool), pad, constant_values=False)
+    out = np.zeros_like(mask)
+    for dy in range(-reach, reach + 1):
+        shifted = by_width[widths[abs(dy)]][..., reach + dy : reach + dy + ny, :]
+        np.logical_or(out, shifted, out=out)
+    return out
+
+
+def _dilate_by_edt(mask: np.ndarray, radius: float) -> np.ndarray:
+    out = np.zeros_like(mask)
+    for index in np.ndindex(mask.shape[:-2]):
+        image = mask[index]
+        # without any True pixel the EDT has no zero to measure from (and returns garbage)
+        if image.any():
+            out[index] = ndimage.distance_transform_edt(~image) <= radius
+    return out
+
+
+def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    if radius < _EDT_MIN_RADIUS:
+        return _dilate_by_rows(mask, radius)
+    return _dilate_by_edt(mask, radius)
+
+
+def _erode(mask: np.ndarray, radius: float) -> np.ndarray:
+    # erosion is the complement of dilating the complement; the outside plays along because
+    # the caller pads with enough False that nothing beyond the pad reaches the result
+    return ~_dilate(~mask, radius)
+
+
+def _apply_ops(mask: np.ndarray, ops: list[tuple[str, float]]) -> np.ndarray:
+    for op, radius in ops:
+        if radius == 0:
+            continue
+        if op == "dilation":
+            mask = _dilate(mask, radius)
+        elif op == "erosion":
+            mask = _erode(mask, radius)
+        elif op == "opening":
+            mask = _dilate(_erode(mask, radius), radius)
+        else:  # closing
+            mask = _erode(_dilate(mask, radius), radius)
+    return mask
+
+
+def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
+    """Apply ``ops`` (``[(operation, radius_in_pixels), ...]``, in order) to a bool mask
+    shaped ``(..., y, x)``; returns a new bool array of the same shape. See the module
+    docstring for the edge rule (outside is False, operations act on the infinite plane)."""
+    checked = validate_ops(ops)
+    mask = np.asarray(mask)
+    if mask.ndim < 2:
+        raise ValueError(f"mask must have at least 2 dimensions (y, x); got shape {mask.shape}")
+    mask = mask.astype(bool, copy=False)
+    depth = cleanup_depth(checked)
+    if depth == 0:
+        return mask.copy()
+    # Embed in `depth` pixels of False: no edge effect of any single operation can travel
+    # further than that, so the cropped result is the infinite-plane answer.
+    pad = [(0, 0)] * (mask.ndim - 2) + [(depth, depth), (depth, depth)]
+    padded = np.pad(mask, pad, constant_values=False)
+    result = _apply_ops(padded, checked)
+    return np.ascontiguousarray(result[..., depth:-depth, depth:-depth])
+
+
+def mask_cleanup_dask(mask: Any, ops: Sequence[tuple[str, int]]) -> Any:
+    """Dask version of :func:`mask_cleanup`: identical result whatever the chunking.
+
+    Each block is processed with an overlap of :func:`cleanup_depth` pixels (the full context a
+    pixel depends on), so seams between chunks cannot show. A spatial axis shorter than that
+    depth is merged into one chunk.
+    """
+    import dask.array as da
+
+    checked = validate_ops(ops)
+    mask = da.asarray(mask)
+    if mask.ndim < 2:
+        raise ValueError(f"mask must have at least 2 dimensions (y, x); got shape {mask.shape}")
+    mask = mask.astype(bool)
+    depth = cleanup_depth(checked)
+    if depth == 0:
+        return mask
+    overlap = {axis: 0 for axis in range(mask.ndim)}
+    merge = {}
+    for axis in (mask.ndim - 2, mask.ndim - 1):
+        if depth >= mask.shape[axis]:
+            merge[axis] = -1  # the whole axis is context anyway
+        else:
+            overlap[axis] = depth
+    if merge:
+        mask = mask.rechunk(merge)
+    # blocks touching the array edge get no padding here: mask_cleanup pads them with False
+    return mask.map_overlap(
+        mask_cleanup,
+        ops=checked,
+        depth=overlap,
+        boundary="none",
+        dtype=bool,
+        meta=np.array((), bool),
+    )
