@@ -1,0 +1,1130 @@
+"""The dataset cache: one SQLite file holding everything a tile job needs to know about its inputs.
+
+A cache is an immutable snapshot made by :func:`build_cache` from a stream of STAC items:
+
+* how it was made: the source description, the settings, the tile grid (:meth:`TileGrid.to_dict`)
+  and the time binning (:meth:`PeriodBinning.to_dict`);
+* every dataset that belongs to at least one task, with its full STAC item document, stored once;
+* every task ``(period, x, y)``: its datasets, counts of distinct UTC and solar days, the tile's
+  solar offset (whole hours) and a fingerprint of its dataset list.
+
+Reading a task (:class:`DatasetCache`) needs nothing but the file, which makes runs reproducible
+(odc-stats' LMDB cache plays the same role). The schema is documented in ``docs/cache.md``.
+
+Times: every datetime is UTC. A tile's local solar time is ``t_utc + utc_offset`` hours, with the
+offset from the longitude of the tile centre (:func:`eostats.periods.solar_offset_hours`).
+Footprints: STAC item geometries are GeoJSON in EPSG:4326 (lon, lat); they are reprojected
+vertex by vertex to the grid CRS and assigned to every tile whose interior they intersect, exactly
+as :meth:`TileGrid.tiles_for_geometry` does (a vectorised path handles plain polygons in batches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue
+import sqlite3
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice, repeat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from odc.geo.crs import CRS
+from odc.geo.geom import Geometry
+
+from eostats.fileio import atomic_path
+from eostats.grids import TileGrid
+from eostats.periods import (
+    ALL_PLACEHOLDER,
+    PeriodBinning,
+    finalize_all_label,
+    make_binning,
+    solar_offset_hours,
+)
+from eostats.taskids import TaskId
+
+__all__ = [
+    "CACHE_FORMAT",
+    "SCHEMA_VERSION",
+    "CacheSummary",
+    "DatasetCache",
+    "SkippedItem",
+    "TaskRecord",
+    "UnknownTaskError",
+    "build_cache",
+    "dataset_list_hash",
+    "parse_tile_range",
+]
+
+CACHE_FORMAT = "eostats-dataset-cache"
+"""Value of the ``format`` key in the ``meta`` table."""
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of caches written by this module."""
+DOC_ENCODING = "json+zlib"
+"""Dataset documents are compact ASCII JSON compressed with zlib (stdlib, fast enough)."""
+
+_SECONDS_PER_DAY = 86_400
+_BATCH = 2048  # items per vectorised footprint batch and per executemany
+_MAX_CANDIDATE_TILES = 4096  # bigger footprints (bad geometries) take the per-item path
+_ZLIB_LEVEL = 1  # higher levels gain ~2 % on STAC JSON at twice the cost
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE datasets (
+    id       TEXT NOT NULL,
+    product  TEXT,
+    datetime TEXT NOT NULL,
+    doc      BLOB NOT NULL
+);
+CREATE TABLE tasks (
+    period       TEXT    NOT NULL,
+    x            INTEGER NOT NULL,
+    y            INTEGER NOT NULL,
+    n_datasets   INTEGER NOT NULL,
+    n_days_utc   INTEGER NOT NULL,
+    n_days_solar INTEGER NOT NULL,
+    utc_offset   INTEGER NOT NULL,
+    dataset_hash TEXT    NOT NULL,
+    PRIMARY KEY (period, x, y)
+) WITHOUT ROWID;
+CREATE TABLE task_datasets (
+    period     TEXT    NOT NULL,
+    x          INTEGER NOT NULL,
+    y          INTEGER NOT NULL,
+    dataset_id TEXT    NOT NULL,
+    PRIMARY KEY (period, x, y, dataset_id)
+) WITHOUT ROWID;
+"""
+# Built after loading: one sort instead of a million random B-tree inserts.
+_POST_LOAD_INDEXES = "CREATE UNIQUE INDEX datasets_id ON datasets (id);"
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task of a cache.
+
+    ``n_days_utc`` counts distinct UTC dates (odc-stats' CSV ``days``), ``n_days_solar``
+    distinct local solar dates (its GeoJSON ``days``); ``utc_offset`` is in whole hours;
+    ``dataset_hash`` is the sha1 hex digest of ``"\\n".join(sorted dataset ids)``.
+    """
+
+    task_id: TaskId
+    n_datasets: int
+    n_days_utc: int
+    n_days_solar: int
+    utc_offset: int
+    dataset_hash: str
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item left out of the cache because it could not be used (``invalid_items: skip``)."""
+
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class CacheSummary:
+    """What :func:`build_cache` did.
+
+    ``n_items``: items read from the stream. ``n_datasets``: datasets stored (those in at least
+    one task). ``n_outside``: usable items in no task (outside the tiles, the time range or the
+    season). ``n_duplicates``: repeated item ids (the first one is kept). ``n_excluded``: items
+    listed in ``exclude_datasets``. ``seconds``: wall-clock build time.
+    """
+
+    path: Path
+    n_items: int
+    n_datasets: int
+    n_tasks: int
+    periods: tuple[str, ...]
+    n_outside: int = 0
+    n_duplicates: int = 0
+    n_excluded: int = 0
+    skipped: tuple[SkippedItem, ...] = ()
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (also stored in the cache's ``meta`` table under ``summary``)."""
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["periods"] = list(self.periods)
+        d["skipped"] = [asdict(s) for s in self.skipped]
+        return d
+
+    def __str__(self) -> str:
+        return (
+            f"{self.n_datasets} datasets in {self.n_tasks} tasks over {len(self.periods)} "
+            f"period(s) from {self.n_items} items ({self.n_outside} outside, "
+            f"{self.n_duplicates} duplicates, {self.n_excluded} excluded, "
+            f"{len(self.skipped)} skipped) in {self.seconds:.1f} s"
+        )
+
+
+class UnknownTaskError(KeyError):
+    """A task that is not in the cache (a KeyError with a readable message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown task"
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+
+
+TileRange = tuple[int | None, int | None, int | None, int | None]
+
+
+def parse_tile_range(text: str) -> TileRange:
+    """Parse odc-stats' ``--tiles`` form ``"x0:x1,y0:y1"``: half-open index ranges.
+
+    A missing bound is open (``":5,3:"``). Returns ``(x0, x1, y0, y1)`` with ``None`` for open
+    bounds. Raises ValueError naming the text.
+    """
+    parts = text.replace(" ", "").split(",") if isinstance(text, str) else []
+    bounds: list[int | None] = []
+    if len(parts) == 2:
+        for part in parts:
+            ends = part.split(":")
+            if len(ends) != 2:
+                break
+            try:
+                bounds += [int(e) if e else None for e in ends]
+            except ValueError:
+                break
+    if len(bounds) != 4:
+        raise ValueError(f"bad tile range {text!r}: expected 'x0:x1,y0:y1', e.g. '40:45,10:13'")
+    return (bounds[0], bounds[1], bounds[2], bounds[3])
+
+
+def _in_tile_range(tiles: TileRange, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Whether each tile (xs[i], ys[i]) is inside the half-open ranges (None: open)."""
+    x0, x1, y0, y1 = tiles
+    keep = np.ones(xs.shape, dtype=bool)
+    if x0 is not None:
+        keep &= xs >= x0
+    if x1 is not None:
+        keep &= xs < x1
+    if y0 is not None:
+        keep &= ys >= y0
+    if y1 is not None:
+        keep &= ys < y1
+    return keep
+
+
+@dataclass(frozen=True)
+class _Options:
+    solar_offset_rule: str = "round"
+    tiles: TileRange | None = None
+    exclude: frozenset[str] = field(default_factory=frozenset)
+    skip_invalid: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> _Options:
+        rule = settings.get("solar_offset_rule") or "round"
+        solar_offset_hours(0.0, rule)  # validates the rule name
+        tiles = settings.get("tiles")
+        invalid = settings.get("invalid_items") or "error"
+        if invalid not in ("error", "skip"):
+            raise ValueError(f"settings: invalid_items must be 'error' or 'skip', got {invalid!r}")
+        return cls(
+            solar_offset_rule=rule,
+            tiles=parse_tile_range(tiles) if tiles else None,
+            exclude=frozenset(str(i) for i in settings.get("exclude_datasets") or ()),
+            skip_invalid=invalid == "skip",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Item parsing
+
+
+class _InvalidItem(ValueError):
+    pass
+
+
+def _item_time_utc(item: Mapping[str, Any]) -> datetime:
+    """The item's time as a naive UTC datetime.
+
+    ``properties.datetime``; when it is null (a STAC time range), the midpoint of
+    ``start_datetime`` and ``end_datetime``, which is what datacube calls ``center_time``.
+    """
+    props = item.get("properties") or {}
+    text = props.get("datetime")
+    try:
+        if text:
+            return _naive_utc(datetime.fromisoformat(text))
+        start, end = props.get("start_datetime"), props.get("end_datetime")
+        if start and end:
+            t0 = _naive_utc(datetime.fromisoformat(start))
+            t1 = _naive_utc(datetime.fromisoformat(end))
+            return t0 + (t1 - t0) / 2
+    except (TypeError, ValueError) as err:
+        raise _InvalidItem(f"unreadable datetime: {err}") from None
+    raise _InvalidItem("no properties.datetime (nor start_datetime and end_datetime)")
+
+
+def _naive_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo is not None else t
+
+
+# --------------------------------------------------------------------------------------------
+# Footprints → tiles
+
+
+class _FootprintTiler:
+    """Tiles of many footprints at once, with the result of :meth:`TileGrid.tiles_for_geometry`.
+
+    Single-ring polygons are reprojected in one pyproj call per batch and tested against candidate
+    tile boxes with vectorised shapely predicates, using the same transformer, the same box
+    arithmetic and the same predicate (intersects and not only touches) as the grid, so the tiles
+    are identical. Everything unusual (multi-polygons, holes, invalid or degenerate rings,
+    unprojectable vertices, no tile hit) goes through the grid's own per-geometry method.
+    """
+
+    def __init__(self, grid: TileGrid) -> None:
+        self.grid = grid
+        self.crs4326 = CRS("EPSG:4326")
+        self.transform = (
+            None if grid.crs == self.crs4326 else self.crs4326.transformer_to_crs(grid.crs)
+        )
+        self.origin = grid.origin_xy
+        self.size = grid.tile_size_xy
+
+    def slow(self, geometry: Mapping[str, Any]) -> list[tuple[int, int]]:
+        """The grid's own per-geometry method; _InvalidItem when the geometry is unusable."""
+        try:
+            geom = Geometry(dict(geometry), self.crs4326)
+        except Exception as err:  # shapely raises several types for malformed GeoJSON
+            raise _InvalidItem(f"unreadable geometry: {err}") from None
+        try:
+            return self.grid.tiles_for_geometry(geom)
+        except ValueError as err:
+            raise _InvalidItem(f"unusable geometry: {err}") from None
+
+    def tile_arrays(
+        self, geometries: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """Tiles of GeoJSON geometries (EPSG:4326) as parallel arrays.
+
+        Returns ``(owner, x, y, errors)``: geometry number and tile index of every
+        (geometry, tile) pair, sorted by owner then (x, y); ``errors`` maps the number of each
+        unusable geometry to the reason.
+        """
+        fast: list[int] = []
+        rings: list[Any] = []
+        slow: list[int] = []
+        for i, g in enumerate(geometries):
+            coords = g.get("coordinates") if g.get("type") == "Polygon" else None
+            if coords and len(coords) == 1 and len(coords[0]) >= 4:
+                fast.append(i)
+                rings.append(coords[0])
+            else:
+                slow.append(i)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if fast:
+            fast_index = np.asarray(fast, dtype=np.int64)
+            owner, xs, ys, fallback = self._fast(rings)
+            parts.append((fast_index[owner], xs, ys))
+            slow += fast_index[fallback].tolist()
+        errors: dict[int, str] = {}
+        for i in slow:
+            try:
+                tiles = self.slow(geometries[i])
+            except _InvalidItem as err:
+                errors[i] = str(err)
+                continue
+            tx = np.fromiter((t[0] for t in tiles), dtype=np.int64, count=len(tiles))
+            ty = np.fromiter((t[1] for t in tiles), dtype=np.int64, count=len(tiles))
+            parts.append((np.full(len(tiles), i, dtype=np.int64), tx, ty))
+        if not parts:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty, errors
+        owner, xs, ys = (np.concatenate(c) for c in zip(*parts, strict=True))
+        order = np.lexsort((ys, xs, owner))
+        return owner[order], xs[order], ys[order], errors
+
+    def tiles(self, geometries: Sequence[Mapping[str, Any]]) -> list[list[tuple[int, int]]]:
+        """Tiles of each geometry, sorted by (x, y); raises _InvalidItem for an unusable one."""
+        owner, xs, ys, errors = self.tile_arrays(geometries)
+        if errors:
+            raise _InvalidItem(next(iter(errors.values())))
+        out: list[list[tuple[int, int]]] = [[] for _ in geometries]
+        for i, x, y in zip(owner.tolist(), xs.tolist(), ys.tolist(), strict=True):
+            out[i].append((x, y))
+        return out
+
+    def _fast(self, rings: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(owner, x, y) of tiles hit by plain rings, and the rings the grid must handle."""
+        n = len(rings)
+        none = np.empty(0, dtype=np.int64)
+        everything = (none, none, none, np.arange(n))
+        lengths = np.fromiter((len(r) for r in rings), dtype=np.int64, count=n)
+        try:
+            xy = np.array([p for r in rings for p in r], dtype=np.float64)
+        except ValueError:  # ragged: some positions carry a height
+            try:
+                xy = np.array([p[:2] for r in rings for p in r], dtype=np.float64)
+            except (ValueError, TypeError):
+                return everything
+        if xy.ndim != 2 or xy.shape[1] < 2:
+            return everything
+        x, y = xy[:, 0], xy[:, 1]
+        if self.transform is not None:
+            x, y = self.transform(x, y)
+            x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        finite = np.logical_and.reduceat(np.isfinite(x) & np.isfinite(y), starts)
+        ring_index = np.repeat(np.arange(n), lengths)
+        polys = shapely.polygons(shapely.linearrings(np.column_stack([x, y]), indices=ring_index))
+        usable = finite & shapely.is_valid(polys) & (shapely.area(polys) > 0)
+
+        (ox, oy), (tx, ty) = self.origin, self.size
+        bounds = shapely.bounds(polys)
+        with np.errstate(invalid="ignore"):
+            ix0 = np.floor((bounds[:, 0] - ox) / tx)
+            iy0 = np.floor((bounds[:, 1] - oy) / ty)
+            ix1 = np.floor((bounds[:, 2] - ox) / tx)
+            iy1 = np.floor((bounds[:, 3] - oy) / ty)
+            nx, ny = ix1 - ix0 + 1, iy1 - iy0 + 1
+        usable &= np.isfinite(nx * ny) & (nx * ny <= _MAX_CANDIDATE_TILES)
+
+        # one tile: a bounding box inside a half-open tile, as the grid's shortcut
+        single = np.flatnonzero(usable & (nx == 1) & (ny == 1))
+        multi = np.flatnonzero(usable & ~((nx == 1) & (ny == 1)))
+        owner, xs, ys = self._interior_hits(
+            polys[multi], ix0[multi], iy0[multi], nx[multi], ny[multi]
+        )
+        owner = multi[owner]
+        # a polygon whose interior meets no tile gets the grid's representative-point rule
+        no_hit = np.setdiff1d(multi, owner)
+        fallback = np.concatenate([np.flatnonzero(~usable), no_hit])
+        return (
+            np.concatenate([single, owner]),
+            np.concatenate([ix0[single].astype(np.int64), xs]),
+            np.concatenate([iy0[single].astype(np.int64), ys]),
+            fallback,
+        )
+
+    def _interior_hits(
+        self, polys: np.ndarray, ix0: np.ndarray, iy0: np.ndarray, nx: np.ndarray, ny: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(polygon number, tile x, tile y) of every tile whose interior meets a polygon's.
+
+        Candidates are the tiles of each polygon's bounding box, in (x, y) order. The exact test
+        (intersects and not only touches) is costly, so two sufficient tests settle most
+        candidates first: a tile corner strictly inside the polygon, or a polygon vertex
+        strictly inside the tile (either way the interiors overlap near that point).
+        """
+        (ox, oy), (tx, ty) = self.origin, self.size
+        if polys.size == 0:
+            none = np.empty(0, dtype=np.int64)
+            return none, none, none
+        shapely.prepare(polys)
+        ix0, iy0 = ix0.astype(np.int64), iy0.astype(np.int64)
+        nx, ny = nx.astype(np.int64), ny.astype(np.int64)
+        first = np.arange(polys.size)
+
+        # every candidate tile, x-major inside each polygon's block
+        counts = nx * ny
+        cand_start = np.cumsum(counts) - counts
+        owner = np.repeat(first, counts)
+        local = np.arange(counts.sum()) - cand_start[owner]
+        a, b = local // ny[owner], local % ny[owner]
+        ixs, iys = ix0[owner] + a, iy0[owner] + b
+
+        # the (nx + 1) x (ny + 1) tile corners of each polygon, with the tile boxes' arithmetic
+        ccounts = (nx + 1) * (ny + 1)
+        corner_start = np.cumsum(ccounts) - ccounts
+        cowner = np.repeat(first, ccounts)
+        clocal = np.arange(ccounts.sum()) - corner_start[cowner]
+        cx = ox + (ix0[cowner] + clocal // (ny[cowner] + 1)) * tx
+        cy = oy + (iy0[cowner] + clocal % (ny[cowner] + 1)) * ty
+        inside = shapely.contains_xy(polys[cowner], cx, cy)
+        c = corner_start[owner] + a * (ny[owner] + 1) + b
+        step = ny[owner] + 1
+        sure = inside[c] | inside[c + 1] | inside[c + step] | inside[c + step + 1]
+
+        # polygon vertices strictly inside a candidate tile
+        coords, vowner = shapely.get_coordinates(polys, return_index=True)
+        vx, vy = coords[:, 0], coords[:, 1]
+        vix = np.floor((vx - ox) / tx).astype(np.int64)
+        viy = np.floor((vy - oy) / ty).astype(np.int64)
+        da, db = vix - ix0[vowner], viy - iy0[vowner]
+        strict = (
+            (ox + vix * tx < vx)
+            & (vx < ox + (vix + 1) * tx)
+            & (oy + viy * ty < vy)
+            & (vy < oy + (viy + 1) * ty)
+            & (da >= 0)
+            & (da < nx[vowner])
+            & (db >= 0)
+            & (db < ny[vowner])
+        )
+        sure[(cand_start[vowner] + da * ny[vowner] + db)[strict]] = True
+
+        # the rest: the exact test, as TileGrid.tiles_for_geometry does it
+        rest = np.flatnonzero(~sure)
+        if rest.size:
+            rx, ry = ixs[rest], iys[rest]
+            boxes = shapely.box(ox + rx * tx, oy + ry * ty, ox + (rx + 1) * tx, oy + (ry + 1) * ty)
+            shapes = polys[owner[rest]]
+            hit = shapely.intersects(shapes, boxes)
+            hit[hit] = ~shapely.touches(shapes[hit], boxes[hit])
+            sure[rest[hit]] = True
+        return owner[sure], ixs[sure], iys[sure]
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+
+
+class _TaskBinner:
+    """Accumulates (task, dataset) memberships while batches of items stream past.
+
+    Memory: per stored dataset its id and epoch seconds; per membership two 32-bit integers.
+    Binning calls ``binning.labels`` once per distinct (item, tile offset); everything else is
+    vectorised. Counting days, sorting and hashing happen once in :meth:`tasks`.
+    """
+
+    def __init__(self, grid: TileGrid, binning: PeriodBinning, options: _Options) -> None:
+        self.grid = grid
+        self.binning = binning
+        self.options = options
+        self.offsets: dict[tuple[int, int], int] = {}
+        self.to_lonlat = grid.crs.transformer_to_crs(CRS("EPSG:4326"))
+        self.ids: list[str] = []
+        self.epochs: list[np.ndarray] = []
+        self.labels: dict[str, int] = {}  # period label -> code
+        self.task_index: dict[tuple[int, int, int], int] = {}  # (label code, x, y) -> number
+        self.member_task: list[np.ndarray] = []
+        self.member_dataset: list[np.ndarray] = []
+        self.local_years: set[int] = set()
+
+    def tile_offset(self, tile: tuple[int, int]) -> int:
+        """Solar offset (whole hours) of the tile: from the longitude of its centre."""
+        offset = self.offsets.get(tile)
+        if offset is None:
+            # odc-geo's mid_longitude, without its deprecated shapely.ops path
+            centre = self.grid.tile_geobox(*tile).extent.centroid.points[0]
+            lon, _ = self.to_lonlat(*centre)
+            offset = solar_offset_hours(float(lon), self.options.solar_offset_rule)
+            self.offsets[tile] = offset
+        return offset
+
+    def add_batch(
+        self,
+        ids: list[str],
+        times: list[datetime],
+        owner: np.ndarray,
+        tile_x: np.ndarray,
+        tile_y: np.ndarray,
+    ) -> np.ndarray:
+        """Bin a batch of datasets and their (dataset number, tile) pairs.
+
+        Returns a boolean per dataset: True when it landed in at least one task (store it).
+        """
+        stored = np.zeros(len(ids), dtype=bool)
+        if owner.size == 0:
+            return stored
+        tiles, tile_of = _unique_rows(tile_x, tile_y)
+        tile_offsets = [self.tile_offset(tile) for tile in tiles]
+        offset = np.asarray(tile_offsets, dtype=np.int64)[tile_of]
+
+        # labels of each distinct (dataset, offset): an item's tiles mostly share one offset
+        pairs, pair_of = np.unique(owner * 64 + (offset + 32), return_inverse=True)
+        pair_of = pair_of.ravel()
+        counts = np.zeros(pairs.size, dtype=np.int64)
+        codes: list[int] = []
+        for k, pair in enumerate(pairs.tolist()):
+            item, shifted = divmod(pair, 64)
+            hours = shifted - 32
+            labels = list(dict.fromkeys(self.binning.labels(times[item], hours)))
+            if ALL_PLACEHOLDER in labels:
+                self.local_years.add((times[item] + timedelta(hours=hours)).year)
+            codes += [self.labels.setdefault(label, len(self.labels)) for label in labels]
+            counts[k] = len(labels)
+        repeat = counts[pair_of]
+        total = int(repeat.sum())
+        if total == 0:
+            return stored
+        first_code = np.cumsum(counts) - counts
+        within = np.arange(total) - np.repeat(np.cumsum(repeat) - repeat, repeat)
+        m_code = np.asarray(codes, dtype=np.int64)[np.repeat(first_code[pair_of], repeat) + within]
+        m_owner = np.repeat(owner, repeat)
+        keys, key_of = _unique_rows(m_code, np.repeat(tile_x, repeat), np.repeat(tile_y, repeat))
+        task_index = self.task_index
+        numbers = [task_index.setdefault(key, len(task_index)) for key in keys]
+        m_task = np.asarray(numbers, dtype=np.int64)[key_of]
+
+        stored[m_owner] = True
+        dataset_number = np.cumsum(stored) - 1 + len(self.ids)
+        self.member_task.append(m_task.astype(np.int32))
+        self.member_dataset.append(dataset_number[m_owner].astype(np.int32))
+        kept = np.flatnonzero(stored).tolist()
+        self.ids += [ids[i] for i in kept]
+        stamps = np.array([times[i] for i in kept], dtype="datetime64[us]")
+        self.epochs.append(stamps.astype(np.int64) / 1e6)
+        return stored
+
+    def tasks(self) -> Iterator[tuple[TaskRecord, list[str]]]:
+        """Every task in (period, x, y) order with its sorted dataset ids."""
+        label_of = list(self.labels)
+        if ALL_PLACEHOLDER in self.labels:
+            final = finalize_all_label(self.local_years)
+            label_of = [final if label == ALL_PLACEHOLDER else label for label in label_of]
+        keys = [(label_of[code], x, y) for code, x, y in self.task_index]
+        if not keys:
+            return
+        # rank of each task in (period, x, y) order and of each dataset in id order; UTF-8
+        # byte order is code-point order, i.e. Python's str order
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        task_rank = np.empty(len(keys), dtype=np.int64)
+        task_rank[order] = np.arange(len(keys))
+        id_bytes = np.array([i.encode("utf-8") for i in self.ids], dtype=bytes)
+        id_rank = np.empty(len(self.ids), dtype=np.int64)
+        id_rank[np.argsort(id_bytes, kind="stable")] = np.arange(len(self.ids))
+
+        m_task = task_rank[np.concatenate(self.member_task)]
+        m_data = np.concatenate(self.member_dataset)
+        sort = np.lexsort((id_rank[m_data], m_task))
+        m_task, m_data = m_task[sort], m_data[sort]
+
+        offsets = np.array([self.offsets[(x, y)] for _, x, y in keys], dtype=np.int64)[order]
+        t = np.concatenate(self.epochs)[m_data]
+        days_utc = _distinct_per_group(m_task, np.floor(t / _SECONDS_PER_DAY), len(keys))
+        solar = np.floor((t + offsets[m_task] * 3600.0) / _SECONDS_PER_DAY)
+        days_solar = _distinct_per_group(m_task, solar, len(keys))
+        bounds = np.searchsorted(m_task, np.arange(len(keys) + 1)).tolist()
+
+        ids = self.ids
+        member_ids = [ids[d] for d in m_data.tolist()]
+        for rank, number in enumerate(order):
+            period, x, y = keys[number]
+            task_ids = member_ids[bounds[rank] : bounds[rank + 1]]
+            record = TaskRecord(
+                task_id=TaskId(period, x, y),
+                n_datasets=len(task_ids),
+                n_days_utc=int(days_utc[rank]),
+                n_days_solar=int(days_solar[rank]),
+                utc_offset=int(offsets[rank]),
+                dataset_hash=_sha1_lines(task_ids),
+            )
+            yield record, task_ids
+
+
+def _unique_rows(*columns: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """Distinct rows of integer columns (as tuples, sorted) and each row's position among them.
+
+    Rows are packed into one int64 (mixed radix over the column ranges) because ``np.unique``
+    with ``axis=0`` sorts a structured view, which is an order of magnitude slower.
+    """
+    lows = [int(c.min()) for c in columns]
+    spans = [int(c.max()) - low + 1 for c, low in zip(columns, lows, strict=True)]
+    if math.prod(spans) >= 2**62:
+        rows, inverse = np.unique(np.column_stack(columns), axis=0, return_inverse=True)
+        return [tuple(r) for r in rows.tolist()], inverse.ravel()
+    packed = np.zeros(columns[0].size, dtype=np.int64)
+    for column, low, span in zip(columns, lows, spans, strict=True):
+        packed = packed * span + (column - low)
+    keys, inverse = np.unique(packed, return_inverse=True)
+    parts = []
+    for low, span in zip(reversed(lows), reversed(spans), strict=True):
+        keys, part = np.divmod(keys, span)
+        parts.append((part + low).tolist())
+    return list(zip(*reversed(parts), strict=True)), inverse.ravel()
+
+
+def _distinct_per_group(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.ndarray:
+    """Number of distinct ``value`` (whole numbers as floats) in each group 0..n_groups-1."""
+    if value.size == 0:
+        return np.zeros(n_groups, dtype=np.int64)
+    v = value.astype(np.int64)
+    span = int(v.max() - v.min()) + 1
+    pairs = np.unique(group * span + (v - v.min()))
+    return np.bincount(pairs // span, minlength=n_groups)
+
+
+def _sha1_lines(sorted_ids: list[str]) -> str:
+    return hashlib.sha1("\n".join(sorted_ids).encode("utf-8")).hexdigest()
+
+
+def dataset_list_hash(dataset_ids: Iterable[str]) -> str:
+    """sha1 hex digest of ``"\\n".join(sorted(dataset_ids))``: a task's dataset fingerprint."""
+    return _sha1_lines(sorted(dataset_ids))
+
+
+def _batches(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+# check_circular=False saves a third of the encoding time; STAC items are trees.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False)
+
+
+def _json_bytes(item: Mapping[str, Any]) -> bytes:
+    return _ENCODER.encode(item).encode("ascii")
+
+
+def _decode_doc(blob: bytes) -> dict:
+    return json.loads(zlib.decompress(blob))
+
+
+def build_cache(
+    items: Iterable[dict],
+    grid: TileGrid,
+    binning: PeriodBinning,
+    path: Path,
+    source: dict,
+    settings: dict,
+) -> CacheSummary:
+    """Build the dataset cache at ``path`` from STAC item dicts; returns a :class:`CacheSummary`.
+
+    Each item needs an ``id``, a GeoJSON ``geometry`` in EPSG:4326 and a UTC time
+    (``properties.datetime``, or ``start_datetime``/``end_datetime``). Its footprint goes to every
+    tile whose interior it intersects; for each tile, with ``utc_offset`` = the solar offset of
+    the tile centre's longitude, ``binning.labels(t_utc, utc_offset)`` gives its periods. Items in
+    no task are not stored. The first of several items with the same id wins.
+
+    ``settings`` (other keys are kept in the cache but ignored here):
+
+    * ``solar_offset_rule``: ``"round"`` (default) or ``"odc-stats"``;
+    * ``tiles``: ``"x0:x1,y0:y1"``, half-open tile index ranges (odc-stats ``--tiles``);
+    * ``exclude_datasets``: item ids to leave out;
+    * ``invalid_items``: ``"error"`` (default: ValueError naming the item) or ``"skip"`` (listed
+      in :attr:`CacheSummary.skipped`).
+
+    The file is written under a temporary name in the same directory and renamed into place only
+    when complete, so a failed or interrupted build never leaves a partial cache at ``path``; an
+    existing cache is replaced. ``source`` and ``settings`` are stored as given (JSON-able).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    options = _Options.from_settings(settings)
+    # Fail before streaming (perhaps for minutes) if the descriptions cannot be stored.
+    described = {
+        "grid": grid.to_dict(),
+        "binning": binning.to_dict(),
+        "source": source,
+        "settings": settings,
+    }
+    json.dumps(described, allow_nan=False)
+    with atomic_path(path, fsync=True) as tmp:
+        db = sqlite3.connect(tmp, isolation_level=None, check_same_thread=False)
+        try:
+            _initialise(db)
+            db.execute("BEGIN")
+            stream = _ItemStream(grid, binning, options)
+            writer = _DatasetWriter(db)
+            try:
+                stream.run(items, writer)
+            except BaseException:
+                writer.close(raise_error=False)
+                raise
+            writer.close()
+            n_tasks, periods = _write_tasks(db, stream.binner)
+            db.execute(_POST_LOAD_INDEXES)
+            summary = CacheSummary(
+                path=path,
+                n_items=stream.n_items,
+                n_datasets=len(stream.binner.ids),
+                n_tasks=n_tasks,
+                periods=periods,
+                n_outside=stream.n_outside,
+                n_duplicates=stream.n_duplicates,
+                n_excluded=stream.n_excluded,
+                skipped=tuple(stream.skipped),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+            meta = {
+                "format": CACHE_FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "doc_encoding": DOC_ENCODING,
+                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                **described,
+                "summary": summary.to_dict(),
+            }
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()],
+            )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        finally:
+            db.close()
+    return summary
+
+
+_Usable = tuple[dict, str, datetime, Mapping[str, Any]]  # item, id, t_utc, geometry
+
+
+class _ItemStream:
+    """Validates items, assigns them to tasks and hands the stored ones to the writer.
+
+    Footprints of batch k+1 are computed on a helper thread (shapely and pyproj release the GIL)
+    while batch k is binned and serialised here.
+    """
+
+    def __init__(self, grid: TileGrid, binning: PeriodBinning, options: _Options) -> None:
+        self.options = options
+        self.tiler = _FootprintTiler(grid)
+        self.binner = _TaskBinner(grid, binning, options)
+        self.seen: set[str] = set()
+        self.skipped: list[SkippedItem] = []
+        self.n_items = self.n_outside = self.n_duplicates = self.n_excluded = 0
+
+    def run(self, items: Iterable[dict], writer: _DatasetWriter) -> None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eostats-tiles") as pool:
+            pending: deque[tuple[list[_Usable], Future]] = deque()
+            for batch in _batches(items, _BATCH):
+                usable = self.validate(batch)
+                pending.append((usable, pool.submit(self.tiles, usable)))
+                if len(pending) > 1:
+                    usable, future = pending.popleft()
+                    writer.put(self.bin(usable, future.result()))
+            while pending:
+                usable, future = pending.popleft()
+                writer.put(self.bin(usable, future.result()))
+
+    def reject(self, item_id: str | None, reason: str) -> None:
+        if not self.options.skip_invalid:
+            name = f"item {item_id!r}" if item_id else f"item number {self.n_items} (no id)"
+            raise ValueError(f"{name}: {reason}")
+        self.skipped.append(SkippedItem(item_id, reason))
+
+    def validate(self, batch: list[dict]) -> list[_Usable]:
+        usable: list[_Usable] = []
+        for item in batch:
+            self.n_items += 1
+            item_id = item.get("id") if isinstance(item, Mapping) else None
+            if not isinstance(item_id, str) or not item_id:
+                self.reject(None, "no id")
+                continue
+            if item_id in self.options.exclude:
+                self.n_excluded += 1
+                continue
+            if item_id in self.seen:
+                self.n_duplicates += 1
+                continue
+            self.seen.add(item_id)
+            geometry = item.get("geometry")
+            if not isinstance(geometry, Mapping):
+                self.reject(item_id, "no geometry")
+                continue
+            try:
+                t_utc = _item_time_utc(item)
+            except _InvalidItem as err:
+                self.reject(item_id, str(err))
+                continue
+            usable.append((item, item_id, t_utc, geometry))
+        return usable
+
+    def tiles(self, usable: list[_Usable]) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """(item number, tile x, tile y) pairs inside the tile range, and unusable geometries."""
+        owner, xs, ys, errors = self.tiler.tile_arrays([u[3] for u in usable])
+        if self.options.tiles is not None:
+            keep = _in_tile_range(self.options.tiles, xs, ys)
+            owner, xs, ys = owner[keep], xs[keep], ys[keep]
+        return owner, xs, ys, errors
+
+    def bin(self, usable: list[_Usable], tiles: tuple) -> list[tuple]:
+        """Bin the batch; rows (id, product, datetime, json bytes) of datasets to store."""
+        owner, xs, ys, errors = tiles
+        for i, reason in errors.items():
+            self.reject(usable[i][1], reason)
+        stored = self.binner.add_batch(
+            [u[1] for u in usable], [u[2] for u in usable], owner, xs, ys
+        )
+        self.n_outside += len(usable) - len(errors) - int(stored.sum())
+        rows = []
+        for i in np.flatnonzero(stored).tolist():
+            item, item_id, t_utc, _ = usable[i]
+            rows.append((item_id, item.get("collection"), _iso_utc(t_utc), _json_bytes(item)))
+        return rows
+
+
+class _DatasetWriter:
+    """Compresses documents and inserts dataset rows on a background thread.
+
+    zlib and SQLite release the GIL, so this overlaps with the footprint and binning work.
+    Only this thread touches the connection until :meth:`close` returns.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.queue: queue.Queue[list[tuple] | None] = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="eostats-cache-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (rows := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so that put() never blocks forever
+            try:
+                self.db.executemany(
+                    "INSERT INTO datasets VALUES (?, ?, ?, ?)",
+                    [(i, p, t, zlib.compress(doc, _ZLIB_LEVEL)) for i, p, t, doc in rows],
+                )
+            except BaseException as err:  # re-raised in the building thread
+                self.error = err
+
+    def put(self, rows: list[tuple]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(rows)
+
+    def close(self, raise_error: bool = True) -> None:
+        """Wait until every queued row is written; re-raise the writer's error, if any."""
+        self.queue.put(None)
+        self.thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+def _write_tasks(db: sqlite3.Connection, binner: _TaskBinner) -> tuple[int, tuple[str, ...]]:
+    """Insert the tasks and their memberships (in key order); returns (count, periods)."""
+    periods: set[str] = set()
+    task_rows: list[tuple] = []
+
+    def memberships() -> Iterator[tuple]:
+        for record, ids in binner.tasks():
+            period, x, y = record.task_id.period, record.task_id.x, record.task_id.y
+            periods.add(period)
+            task_rows.append(
+                (
+                    period,
+                    x,
+                    y,
+                    record.n_datasets,
+                    record.n_days_utc,
+                    record.n_days_solar,
+                    record.utc_offset,
+                    record.dataset_hash,
+                )
+            )
+            yield from zip(repeat(period), repeat(x), repeat(y), ids)
+
+    db.executemany("INSERT INTO task_datasets VALUES (?, ?, ?, ?)", memberships())
+    db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", task_rows)
+    return len(task_rows), tuple(sorted(periods))
+
+
+def _iso_utc(t: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ``: fixed width, so text order is time order."""
+    return t.isoformat(timespec="microseconds") + "Z"
+
+
+def _initialise(db: sqlite3.Connection) -> None:
+    # The file is private until renamed into place: no journal, no fsync per page.
+    db.execute("PRAGMA journal_mode = OFF")
+    db.execute("PRAGMA synchronous = OFF")
+    db.execute("PRAGMA cache_size = -262144")  # KiB: 256 MiB for the index build
+    db.execute("PRAGMA temp_store = MEMORY")
+    db.executescript(_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+class DatasetCache:
+    """Read-only access to a cache written by :func:`build_cache`.
+
+    Open it with :meth:`open`. Safe to share between threads (one SQLite connection, serialised
+    by SQLite) and picklable (re-opened from its path).
+    """
+
+    def __init__(self, path: Path, db: sqlite3.Connection, meta: dict[str, Any]) -> None:
+        self.path = path
+        self._db = db
+        self._meta = meta
+
+    @classmethod
+    def open(cls, path: Path | str) -> DatasetCache:
+        """Open the cache at ``path`` read-only.
+
+        Raises FileNotFoundError when there is no file, ValueError when it is not an eostats
+        dataset cache or has another schema version (both name the file).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset cache {path} does not exist")
+        uri = path.resolve().as_uri() + "?mode=ro&immutable=1"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        except sqlite3.DatabaseError as err:
+            db.close()
+            raise ValueError(f"{path} is not an eostats dataset cache ({err})") from None
+        if meta.get("format") != CACHE_FORMAT:
+            db.close()
+            raise ValueError(f"{path} is not an eostats dataset cache (no format={CACHE_FORMAT})")
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise ValueError(
+                f"dataset cache {path} has schema version {version}; this eostats reads "
+                f"version {SCHEMA_VERSION}: rebuild the cache"
+            )
+        return cls(path, db, meta)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> DatasetCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        other = DatasetCache.open(state["path"])
+        self.__dict__.update(other.__dict__)
+
+    def __repr__(self) -> str:
+        return f"DatasetCache({str(self.path)!r})"
+
+    # -- how the cache was made
+
+    @property
+    def grid(self) -> TileGrid:
+        """The tile grid the tasks refer to."""
+        return TileGrid.from_dict(self._meta["grid"])
+
+    @property
+    def binning(self) -> PeriodBinning:
+        """The time binning used (for ``all`` without a range, task periods hold the final label)."""
+        return make_binning(**self._meta["binning"])
+
+    @property
+    def source(self) -> dict:
+        """The source description given to :func:`build_cache`."""
+        return self._meta["source"]
+
+    @property
+    def settings(self) -> dict:
+        """The settings given to :func:`build_cache`."""
+        return self._meta["settings"]
+
+    @property
+    def summary(self) -> dict:
+        """:meth:`CacheSummary.to_dict` of the build."""
+        return self._meta["summary"]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Every ``meta`` key (decoded JSON)."""
+        return dict(self._meta)
+
+    # -- tasks
+
+    def task_ids(self) -> list[TaskId]:
+        """Every task, sorted by (period, x, y)."""
+        rows = self._db.execute("SELECT period, x, y FROM tasks ORDER BY period, x, y")
+        return [TaskId(p, x, y) for p, x, y in rows]
+
+    def periods(self) -> list[str]:
+        """Distinct task periods, sorted."""
+        rows = self._db.execute("SELECT DISTINCT period FROM tasks ORDER BY period")
+        return [p for (p,) in rows]
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """Distinct tile indices (x, y) over all tasks, sorted."""
+        rows = self._db.execute("SELECT DISTINCT x, y FROM tasks ORDER BY x, y")
+        return [(x, y) for x, y in rows]
+
+    def tasks(self, period: str | None = None) -> list[TaskRecord]:
+        """Every task's record (or those of one period), sorted by (period, x, y)."""
+        sql = "SELECT * FROM tasks"
+        args: tuple = ()
+        if period is not None:
+            sql += " WHERE period = ?"
+            args = (period,)
+        rows = self._db.execute(sql + " ORDER BY period, x, y", args)
+        return [_record(row) for row in rows]
+
+    def task(self, task: TaskId) -> TaskRecord:
+        """The record of one task; UnknownTaskError (a KeyError) when it is not in the cache."""
+        row = self._db.execute(
+            "SELECT * FROM tasks WHERE period = ? AND x = ? AND y = ?", _key(task)
+        ).fetchone()
+        if row is None:
+            raise self._unknown(task)
+        return _record(row)
+
+    def has_task(self, task: TaskId) -> bool:
+        """Whether ``task`` is in the cache."""
+        row = self._db.execute(
+            "SELECT 1 FROM tasks WHERE period = ? AND x = ? AND y = ?", _key(task)
+        ).fetchone()
+        return row is not None
+
+    def dataset_ids(self, task: TaskId) -> list[str]:
+        """Ids of the task's datasets, sorted; UnknownTaskError when the task is not in the cache."""
+        rows = self._db.execute(
+            "SELECT dataset_id FROM task_datasets WHERE period = ? AND x = ? AND y = ? "
+            "ORDER BY dataset_id",
+            _key(task),
+        ).fetchall()
+        if not rows:
+            raise self._unknown(task)
+        return [i for (i,) in rows]
+
+    def datasets(self, task: TaskId) -> list[dict]:
+        """The task's full STAC item documents, sorted by id; UnknownTaskError for unknown tasks."""
+        rows = self._db.execute(
+            "SELECT d.doc FROM task_datasets AS t JOIN datasets AS d ON d.id = t.dataset_id "
+            "WHERE t.period = ? AND t.x = ? AND t.y = ? ORDER BY t.dataset_id",
+            _key(task),
+        ).fetchall()
+        if not rows:
+            raise self._unknown(task)
+        return [_decode_doc(doc) for (doc,) in rows]
+
+    def dataset(self, dataset_id: str) -> dict:
+        """One dataset's STAC item document; KeyError when it is not stored."""
+        row = self._db.execute("SELECT doc FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"dataset {dataset_id!r} is not in the dataset cache {self.path}")
+        return _decode_doc(row[0])
+
+    def dataset_hashes(self) -> dict[TaskId, str]:
+        """Every task's dataset fingerprint (sha1 of its sorted dataset ids), in one query."""
+        rows = self._db.execute("SELECT period, x, y, dataset_hash FROM tasks")
+        return {TaskId(p, x, y): h for p, x, y, h in rows}
+
+    def _unknown(self, task: TaskId) -> UnknownTaskError:
+        return UnknownTaskError(f"task {task} is not in the dataset cache {self.path}")
+
+
+def _key(task: TaskId) -> tuple[str, int, int]:
+    return (task.period, int(task.x), int(task.y))
+
+
+def _record(row: Sequence[Any]) -> TaskRecord:
+    period, x, y, n, days_utc, days_solar, offset, digest = row
+    return TaskRecord(TaskId(period, x, y), n, days_utc, days_solar, offset, digest)
