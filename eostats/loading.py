@@ -63,7 +63,7 @@ def native_geobox(tile: GeoBox, crs: CRS, resolution: float, phase: tuple[float,
     """A GeoBox in ``crs`` on the datasets' own pixel grid that covers ``tile`` plus ``buffer_pixels``."""
     footprint = tile.extent.to_crs(crs).buffer(buffer_pixels * resolution)
     bbox = footprint.boundingbox
-    return GeoBox.from_bbox(bbox, crs, resolution=resolution, anchor=xy_(phase[0], 1.0 - phase[1] if phase[1] else 0.0))
+    return GeoBox.from_bbox(bbox, crs, resolution=resolution, anchor=xy_(*phase))
 
 
 def _fuse_by_solar_day(xx: xr.Dataset, plugin: StatsPlugin) -> xr.Dataset:

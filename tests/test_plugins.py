@@ -70,7 +70,10 @@ def test_gm_ls_native_transform_masks_buffered_cloud_and_contiguity():
     contiguity = np.ones(shape, np.uint8)
     contiguity[0, 0, :] = 0
     bands = {b: rng.integers(100, 3000, shape).astype(np.int16) for b in LS_BANDS}
-    xx = cube({**bands, "oa_fmask": fmask, "oa_nbart_contiguity": contiguity}, {b: NODATA for b in LS_BANDS})
+    xx = cube(
+        {**bands, "oa_fmask": fmask, "oa_nbart_contiguity": contiguity},
+        {b: NODATA for b in LS_BANDS},
+    )
     plugin = resolve_plugin("gm-ls", {"cloud_filters": {"cloud": [["dilation", 3]], "shadow": []}})
     out = plugin.native_transform(xx).compute()
     assert set(out.data_vars) == set(LS_BANDS)
@@ -87,6 +90,13 @@ def test_gm_ls_native_transform_masks_buffered_cloud_and_contiguity():
         np.testing.assert_array_equal(got[~expected_bad], bands[b][~expected_bad])
 
 
+def odc_stats_dn(value: int) -> int:
+    """odc-stats' round trip of one DN: float32 (x*1e-4 - 1e-4), back as y*1e4 + 1 in float32, truncated."""
+    f32 = np.float32
+    scaled = f32(value) * f32(1e-4) + f32(-1e-4)
+    return int(np.trunc(scaled * f32(1e4) + f32(1.0)))
+
+
 def test_gm_ls_reduce_identical_and_collinear_observations():
     plugin = resolve_plugin("gm-ls")
     t, ny, nx = 3, 2, 2
@@ -98,13 +108,19 @@ def test_gm_ls_reduce_identical_and_collinear_observations():
     data[LS_BANDS[2]][0, 1, 0] = NODATA
     for b in LS_BANDS:
         data[b][:, 1, 1] = NODATA
-    xx = xr.Dataset({b: xr.DataArray(v, dims=("time", "y", "x"), attrs={"nodata": NODATA}) for b, v in data.items()})
+    xx = xr.Dataset(
+        {
+            b: xr.DataArray(v, dims=("time", "y", "x"), attrs={"nodata": NODATA})
+            for b, v in data.items()
+        }
+    )
     out = plugin.reduce(xx)
     for i, b in enumerate(LS_BANDS):
         assert out[b].dtype == np.int16
-        assert out[b].values[0, 0] == 1000 + 100 * i
-        assert out[b].values[0, 1] == 800 + 10 * i
-        assert out[b].values[1, 0] == 1000 + 100 * i
+        # identical observations: the value itself, through odc-stats' float32 round trip (1000 -> 999)
+        assert out[b].values[0, 0] == odc_stats_dn(1000 + 100 * i)
+        assert abs(int(out[b].values[0, 1]) - (800 + 10 * i)) <= 1
+        assert out[b].values[1, 0] == odc_stats_dn(1000 + 100 * i)
         assert out[b].values[1, 1] == NODATA
     np.testing.assert_array_equal(out["count"].values, [[3, 3], [2, 0]])
     assert out["count"].dtype == np.uint16
@@ -138,7 +154,10 @@ def test_pq_counts_and_filters_against_numpy_and_scipy():
     out = plugin.reduce(stacked)
     v = np.stack([valid[0] | valid[1], valid[2], valid[3]])
     e = np.stack([erased[0] | erased[1], erased[2], erased[3]])
-    ec = np.stack([expected_clean] + [ndimage.binary_dilation(ndimage.binary_opening(e[i], disk(1)), disk(2)) for i in (1, 2)])
+    ec = np.stack(
+        [expected_clean]
+        + [ndimage.binary_dilation(ndimage.binary_opening(e[i], disk(1)), disk(2)) for i in (1, 2)]
+    )
     np.testing.assert_array_equal(out["total"].values, v.sum(0))
     np.testing.assert_array_equal(out["clear"].values, (v & ~e).sum(0))
     np.testing.assert_array_equal(out["clear_1_2"].values, (v & ~ec).sum(0))

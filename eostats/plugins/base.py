@@ -140,11 +140,6 @@ def parse_filter_chain(value: Any, key: str) -> list[tuple[str, int]]:
     return chain
 
 
-def filter_reach(chain: Sequence[tuple[str, int]]) -> int:
-    """How far (pixels) a filter chain can move a mask edge: opening/closing reach 2r, the others r."""
-    return sum(2 * r if op in ("opening", "closing") else r for op, r in chain)
-
-
 def check_mapping(value: Any, key: str) -> Mapping:
     if not isinstance(value, Mapping):
         raise PluginConfigError(f"{key} must be a mapping, got {value!r}")

@@ -17,14 +17,13 @@ import numpy as np
 import xarray as xr
 
 from eostats.kernels.geomedian import geomedian_mads, median_to_dn
-from eostats.masking import FMASK_CLASSES, mask_cleanup_dask
+from eostats.masking import FMASK_CLASSES, cleanup_depth, mask_cleanup_dask
 from eostats.plugins import register
 from eostats.plugins.base import (
     Measurement,
     PluginConfigError,
     StatsPlugin,
     check_mapping,
-    filter_reach,
     parse_filter_chain,
 )
 
@@ -111,7 +110,7 @@ class GeomedianLandsat(StatsPlugin):
 
     @property
     def native_buffer_pixels(self) -> int:
-        return 10 + max((filter_reach(chain) for _, chain in self.cloud_filters), default=0)
+        return 10 + max((cleanup_depth(chain) for _, chain in self.cloud_filters), default=0)
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         fmask = xx[self.mask_band]

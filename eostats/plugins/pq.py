@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eostats.masking import FMASK_CLASSES, mask_cleanup_dask
+from eostats.masking import FMASK_CLASSES, cleanup_depth, mask_cleanup_dask
 from eostats.plugins import register
 from eostats.plugins.base import (
     Measurement,
     StatsPlugin,
     check_mapping,
-    filter_reach,
     first_valid,
     parse_filter_chain,
 )
@@ -67,7 +66,7 @@ class ClearCounts(StatsPlugin):
 
     @property
     def native_buffer_pixels(self) -> int:
-        return 10 + max((filter_reach(c) for c in self.filters.values()), default=0)
+        return 10 + max((cleanup_depth(c) for c in self.filters.values()), default=0)
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         fmask = xx[self.mask_band]
