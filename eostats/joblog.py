@@ -9,6 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+class _DropKnownGdalNoise(logging.Filter):
+    """odc-geo hands its own ``always_yx`` keyword on to GDAL's warp options, which warns on every block."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ALWAYS_YX" not in record.getMessage()
+
+
 @contextmanager
 def job_logging(log_path: str | Path | None, name: str) -> Iterator[logging.Logger]:
     """Send the ``eostats`` loggers (and warnings) to ``log_path``; log an exception before re-raising it."""
@@ -20,6 +27,7 @@ def job_logging(log_path: str | Path | None, name: str) -> Iterator[logging.Logg
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
     )
     logging.captureWarnings(True)
+    logging.getLogger("rasterio._env").addFilter(_DropKnownGdalNoise())
     logger = logging.getLogger(f"eostats.{name}")
     try:
         yield logger
