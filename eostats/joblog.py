@@ -18,11 +18,14 @@ class _DropKnownGdalNoise(logging.Filter):
 
 @contextmanager
 def job_logging(log_path: str | Path | None, name: str) -> Iterator[logging.Logger]:
-    """Send the ``eostats`` loggers (and warnings) to ``log_path``; log an exception before re-raising it."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Send the ``eostats`` loggers (and warnings) to ``log_path`` (stderr without one); log an exception, re-raise it."""
+    # a job with a log file keeps the console quiet: Snakemake shows the log of a failed job (show-failed-logs)
+    handlers: list[logging.Handler] = []
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
+    else:
+        handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
     )
