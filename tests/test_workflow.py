@@ -43,7 +43,7 @@ def write_config(workdir: Path, **overrides) -> Path:
         "source": {"type": "sample", "sample": SampleSpec.tiny().to_dict()},
         "grid": GRID,
         "frequency": "annual",
-        "chunk_size": 256,
+        "chunk_size": 256,  # several blocks per tile: exercises block-wise computation
         "cog_opts": {"blocksize": 256},
         "resources": {
             "tile": {"threads": 1, "mem_mb": 2000},
