@@ -1,0 +1,193 @@
+"""``gm-generic``: the geometric median with SMAD, EMAD, BCMAD and count of any bands, masked by any class band.
+
+odc-stats' ``StatsGM``: each band is masked on native pixels where the class band (``mask_band``, codes from
+``mask_classes``: a preset ``fmask`` / ``scl`` or a ``{name: code}`` mapping) holds one of ``nodata_classes``,
+where ``contiguity_band`` is 0, and where a ``cloud_filters`` entry (class name, or several joined by ``,``)
+holds after its morphological chain (radii in native pixels). Without ``cloud_filters`` the classes ``cloud``
+and ``shadow`` are removed unbuffered. Observations of a solar day are fused first-valid.
+
+The reduction is the geomedian kernel (:mod:`eostats.kernels.geomedian`): DN → ``DN * scale + offset`` (default
+1e-4, -1e-4), an observation dropped at a pixel when any band is missing, Weiszfeld with eps ``0.1 * scale``
+and at most 1000 iterations, back to DN truncated (``rounding: round`` rounds) into ``output_dtype`` with
+``output_nodata``. EMAD is in DN, SMAD and BCMAD unitless (float32, NaN), count uint16. ``aux_names`` renames
+the four auxiliary bands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from eostats.kernels.geomedian import GeomedianResult, geomedian_mads, median_to_dn
+from eostats.plugins import register
+from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin, check_mapping
+from eostats.plugins.tools import ClassMask, band_nodata, erase
+
+DEFAULT_AUX_NAMES = {"smad": "smad", "emad": "emad", "bcmad": "bcmad", "count": "count"}
+_KERNEL_DTYPES = (np.dtype("int16"), np.dtype("uint16"), np.dtype("float32"))
+
+
+def check_bands(bands: Any, key: str = "plugin_config.bands") -> list[str]:
+    if isinstance(bands, str) or not isinstance(bands, Sequence) or not bands:
+        raise PluginConfigError(f"{key} must be a non-empty list of band names, got {bands!r}")
+    return [str(b) for b in bands]
+
+
+@register("gm-generic")
+class GeomedianGeneric(StatsPlugin):
+    NAME = "gm"
+    VERSION = "0.1.0"
+    PRODUCT_FAMILY = "geomedian"
+
+    #: defaults that subclasses (gm-s2) override
+    DEFAULT_AUX: Mapping[str, str] = DEFAULT_AUX_NAMES
+
+    def __init__(
+        self,
+        *,
+        bands: Sequence[str] | None = None,
+        mask_band: str | None = None,
+        mask_classes: Mapping[str, int] | str | None = None,
+        nodata_classes: Sequence[str] | None = None,
+        contiguity_band: str | None = None,
+        cloud_filters: Mapping[str, Any] | None = None,
+        aux_names: Mapping[str, str] | None = None,
+        output_dtype: str = "int16",
+        output_nodata: int | float = -999,
+        scale: float = 1e-4,
+        offset: float = -1e-4,
+        eps: float | None = None,
+        maxiters: int = 1000,
+        rounding: str = "truncate",
+        resampling: str = "bilinear",
+        **unknown: Any,
+    ) -> None:
+        super().__init__(resampling=resampling, **unknown)
+        if bands is None:
+            raise PluginConfigError(
+                f"plugin '{self.NAME}' needs plugin_config.bands (the bands to summarise)"
+            )
+        self.bands = check_bands(bands)
+        self.mask: ClassMask | None = None
+        if mask_band:
+            self.mask = ClassMask.from_config(
+                mask_band=mask_band,
+                mask_classes=mask_classes,
+                nodata_classes=nodata_classes,
+                cloud_filters=cloud_filters,
+                contiguity_band=contiguity_band,
+                **self._mask_defaults(),
+            )
+        elif contiguity_band or cloud_filters or nodata_classes:
+            raise PluginConfigError(
+                "plugin_config.mask_band is needed for nodata_classes, cloud_filters or contiguity_band"
+            )
+        aux = check_mapping(aux_names or {}, "plugin_config.aux_names")
+        unknown_aux = sorted(set(aux) - set(DEFAULT_AUX_NAMES))
+        if unknown_aux:
+            raise PluginConfigError(
+                f"plugin_config.aux_names: unknown key(s) {', '.join(unknown_aux)}; allowed: smad, emad, bcmad, count"
+            )
+        self.aux_names = {**self.DEFAULT_AUX, **aux}
+        if rounding not in ("truncate", "round"):
+            raise PluginConfigError(
+                f"plugin_config.rounding must be 'truncate' or 'round', got {rounding!r}"
+            )
+        try:
+            self.output_dtype = np.dtype(output_dtype)
+        except TypeError:
+            raise PluginConfigError(
+                f"plugin_config.output_dtype: unknown dtype {output_dtype!r}"
+            ) from None
+        self.output_nodata = output_nodata
+        self.rounding = rounding
+        self.scale, self.offset = float(scale), float(offset)
+        if self.scale == 0:
+            raise PluginConfigError("plugin_config.scale must be non-zero")
+        # odc-algo's default for integer input: a tenth of a DN, in scaled units
+        self.eps = 0.1 * abs(self.scale) if eps is None else float(eps)
+        self.maxiters = int(maxiters)
+
+    def _mask_defaults(self) -> dict[str, Any]:
+        return {}
+
+    # -- declarations ---------------------------------------------------------------------------------
+    @property
+    def input_bands(self) -> list[str]:
+        return self.bands + (self.mask.input_bands if self.mask else [])
+
+    @property
+    def measurements(self) -> list[Measurement]:
+        aux = self.aux_names
+        return [Measurement(b, self.output_dtype.name, self.output_nodata) for b in self.bands] + [
+            Measurement(aux["smad"], "float32", float("nan")),
+            Measurement(aux["emad"], "float32", float("nan")),
+            Measurement(aux["bcmad"], "float32", float("nan")),
+            Measurement(aux["count"], "uint16", 0),
+        ]
+
+    @property
+    def native_buffer_pixels(self) -> int:
+        return 10 + (self.mask.buffer_pixels if self.mask else 0)
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
+        bad = self.mask.bad(xx) if self.mask else None
+        out = {}
+        for band in self.bands:
+            var = xx[band]
+            nodata = band_nodata(var, self.output_nodata)
+            out[band] = (
+                erase(var, bad, nodata) if bad is not None else var.assign_attrs(nodata=nodata)
+            )
+        return xr.Dataset(out, attrs=xx.attrs)
+
+    def reduce(self, xx: xr.Dataset) -> xr.Dataset:
+        result = self.geomedian(xx)
+        return self.outputs(result, xx)
+
+    # -- parts of reduce, for subclasses --------------------------------------------------------------
+    def geomedian(self, xx: xr.Dataset) -> GeomedianResult:
+        """The kernel on the block's ``(band, time, y, x)`` stack; every band's nodata is mapped to the first's."""
+        first = xx[self.bands[0]]
+        nodata = band_nodata(first, self.output_nodata)
+        layers = []
+        for band in self.bands:
+            values = np.asarray(xx[band].values)
+            band_nd = band_nodata(xx[band], nodata)
+            if band_nd != nodata and not (isinstance(band_nd, float) and np.isnan(band_nd)):
+                values = np.where(values == band_nd, nodata, values)
+            layers.append(values)
+        stack = np.stack(layers)
+        if stack.dtype not in _KERNEL_DTYPES:
+            stack = stack.astype(np.float32)
+        return geomedian_mads(
+            stack,
+            nodata=nodata,
+            scale=self.scale,
+            offset=self.offset,
+            eps=self.eps,
+            maxiters=self.maxiters,
+        )
+
+    def outputs(self, result: GeomedianResult, xx: xr.Dataset) -> xr.Dataset:
+        dims = ("y", "x")
+        coords = {k: xx.coords[k] for k in dims if k in xx.coords}
+        dn = median_to_dn(
+            result.median,
+            scale=self.scale,
+            offset=self.offset,
+            nodata=self.output_nodata,
+            dtype=self.output_dtype,
+            rounding=self.rounding,
+        )
+        out = {b: xr.DataArray(dn[i], dims=dims, coords=coords) for i, b in enumerate(self.bands)}
+        aux = self.aux_names
+        out[aux["smad"]] = xr.DataArray(result.smad, dims=dims, coords=coords)
+        out[aux["emad"]] = xr.DataArray(result.emad, dims=dims, coords=coords)
+        out[aux["bcmad"]] = xr.DataArray(result.bcmad, dims=dims, coords=coords)
+        out[aux["count"]] = xr.DataArray(result.count.astype(np.uint16), dims=dims, coords=coords)
+        return xr.Dataset(out)
