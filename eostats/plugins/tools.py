@@ -381,16 +381,34 @@ def fuse_mean(var: xr.DataArray, nodata: Any) -> xr.DataArray:
 def nearest_rank_percentiles(
     data: np.ndarray, quantiles: Sequence[float], nodata: Any, *, min_count: int = 3
 ) -> list[np.ndarray]:
-    """Per-pixel percentiles of ``data`` (``time, ...``) by odc-algo's nearest-rank rule.
+    """Per-pixel percentiles of ``data`` (``time, ...``) by odc-algo's nearest-rank rule, one array per quantile.
 
     Among the valid values (not ``nodata``, not NaN) of a pixel, sorted ascending, quantile ``q`` is the value at
     index ``round(q * (n - 1))`` with numpy's half-to-even rounding (6 values: p50 → index 2). Pixels with fewer
     than ``min_count`` valid values get ``nodata``. Unlike odc-algo, which decides once per array whether nodata
     sorts first or last, validity is tracked per value, so nodata may lie anywhere in the value range.
 
-    TODO: switch to ``eostats.kernels.percentile.percentile`` once that kernel lands (same rule, faster).
+    Uses the numba kernel :func:`eostats.kernels.percentile.nearest_rank_percentiles` when it handles the dtype,
+    else a numpy sort.
     """
     data = np.asarray(data)
+    try:
+        from eostats.kernels.percentile import nearest_rank_percentiles as kernel
+    except ImportError:  # pragma: no cover - the kernel ships with the package
+        kernel = None
+    if kernel is not None and nodata is not None:
+        try:
+            result = kernel(data, list(quantiles), nodata=nodata, min_valid=min_count)
+        except TypeError:  # a dtype the kernel does not take: the numpy path below
+            pass
+        else:
+            return list(result)
+    return _sorted_percentiles(data, quantiles, nodata, min_count)
+
+
+def _sorted_percentiles(
+    data: np.ndarray, quantiles: Sequence[float], nodata: Any, min_count: int
+) -> list[np.ndarray]:
     is_float = np.issubdtype(data.dtype, np.floating)
     valid = ~np.isnan(data) if is_float else np.ones(data.shape, bool)
     if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
