@@ -66,6 +66,7 @@ from eostats.queue import (
     redrive_messages,
     run_queue_worker,
     run_supervised,
+    run_tile_job,
     sqs_client,
 )
 from eostats.taskids import TaskId, select_tasks
@@ -454,8 +455,6 @@ def _run_local(
     settings: QueueSettings,
 ) -> RunCounts:
     """Tasks one after the other; in a watched child process when a time limit or a heartbeat is asked for."""
-    from eostats.tile import run_tile
-
     counts = RunCounts()
     supervised = bool(settings.max_processing_time or settings.heartbeat)
     for task in tasks:
@@ -473,7 +472,7 @@ def _run_local(
             log.info("task %s: started", task)
             t0 = time.monotonic()
             try:
-                report = run_tile(run, cache_path, task, threads=threads)
+                report = run_tile_job(TileJob(dict(run.config), str(cache_path), task, threads))
             except Exception as err:
                 log.debug("task %s failed", task, exc_info=True)
                 outcome = TaskOutcome(task, "failed", error=f"{type(err).__name__}: {err}")

@@ -47,7 +47,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -81,8 +81,10 @@ __all__ = [
     "redrive_messages",
     "run_queue_worker",
     "run_supervised",
+    "run_tile_job",
     "sqs_client",
     "task_message_body",
+    "upload_task_directory",
     "write_heartbeat",
 ]
 
@@ -501,6 +503,67 @@ class RunCounts:
         return f"T:{self.total}, OK:{self.done}, S:{self.skipped}, E:{self.errored}"
 
 
+_CONTENT_TYPES = {
+    ".tif": "image/tiff; application=geotiff; profile=cloud-optimized",
+    ".json": "application/json",
+    ".sha1": "text/plain",
+}
+
+
+def run_tile_job(job: TileJob) -> Any:
+    """Run one task with :func:`eostats.tile.run_tile` (what the Snakemake tile rule calls); returns its report.
+
+    Scenes on ``s3://`` at a non-AWS endpoint are read through GDAL with the endpoint from ``AWS_ENDPOINT_URL``.
+    An ``s3://`` output location is written to a private local directory first and then uploaded, the STAC item
+    last (so that, as on disk, its presence means the tile is complete), with its hrefs pointing at the objects.
+    """
+    from eostats.s3 import configure_gdal_s3
+    from eostats.tile import run_tile
+    from eostats.workflow import Run
+
+    configure_gdal_s3()
+    run = Run(dict(job.config))
+    if not run.product.location.startswith("s3://"):
+        return run_tile(run, job.cache_path, job.task, threads=job.threads)
+    with tempfile.TemporaryDirectory(prefix="eostats-tile-") as staging:
+        staged = Run({**job.config, "output_location": staging})
+        report = run_tile(staged, job.cache_path, job.task, threads=job.threads)
+        remote_dir = run.product.task_dir(job.task)
+        report.outputs = upload_task_directory(
+            Path(staged.product.task_dir(job.task)), remote_dir, staging, run.product.location
+        )
+        report.output_dir = remote_dir
+    return report
+
+
+def upload_task_directory(
+    local_dir: Path, remote_dir: str, local_root: str, remote_root: str
+) -> list[str]:
+    """Upload a finished task directory to ``remote_dir`` (``s3://bucket/key``), the STAC item last.
+
+    The STAC item's hrefs under ``local_root`` are rewritten to the same paths under ``remote_root``.
+    Returns the object URIs written.
+    """
+    import boto3
+
+    from eostats.s3 import hrefs_to_storage
+
+    s3 = boto3.client("s3")
+    files = sorted(p for p in local_dir.iterdir() if p.is_file())
+    items = [p for p in files if p.name.endswith(".stac-item.json")]
+    uploaded = []
+    for path in [p for p in files if p not in items] + items:
+        bucket, key = _split_s3(f"{remote_dir.rstrip('/')}/{path.name}")
+        extra = {"ContentType": _CONTENT_TYPES.get(path.suffix, "application/octet-stream")}
+        if path in items:
+            item = hrefs_to_storage(json.loads(path.read_text()), local_root, remote_root)
+            s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(item, indent=2).encode(), **extra)
+        else:
+            s3.upload_file(str(path), bucket, key, ExtraArgs=extra)
+        uploaded.append(f"s3://{bucket}/{key}")
+    return uploaded
+
+
 def configure_logging(eostats_level: int = logging.INFO) -> None:
     """Log to stderr: ``eostats`` loggers at ``eostats_level``, everything else from WARNING (rasterio's GDAL
     notes about each reprojected block from ERROR unless debugging)."""
@@ -540,16 +603,10 @@ def _die_with_parent() -> None:
 
 def _child_main(conn: multiprocessing.connection.Connection, job: TileJob, log_level: int) -> None:
     _die_with_parent()
-    if multiprocessing.get_start_method(allow_none=True) != "fork":
+    if _context().get_start_method() != "fork":
         configure_logging(log_level)  # a forked child inherits the worker's logging
     try:
-        from eostats.tile import run_tile
-        from eostats.workflow import Run
-
-        report = run_tile(Run(dict(job.config)), job.cache_path, job.task, threads=job.threads)
-        from dataclasses import asdict
-
-        conn.send(("ok", asdict(report)))
+        conn.send(("ok", asdict(run_tile_job(job))))
     except BaseException as err:  # everything must reach the parent as one line
         logging.getLogger("eostats.queue").debug("task %s failed", job.task, exc_info=True)
         message = str(err) or type(err).__name__

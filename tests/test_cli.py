@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -326,3 +329,27 @@ def test_where_results_prints_the_run_paths(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"{tmp_path}/r/tasks/demo.sqlite" in result.stdout
     assert f"{tmp_path}/r/{PQ_PRODUCT}/{PQ_VERSION}/x{{x}}/y{{y}}/{{period}}/" in result.stdout
+
+
+def test_k8s_queue_worker_example_parses_and_its_liveness_probe_reads_the_heartbeat(tmp_path):
+    manifest = Path(__file__).resolve().parents[1] / "examples" / "k8s" / "queue-workers-job.yaml"
+    job = yaml.safe_load(manifest.read_text())
+    assert job["kind"] == "Job" and job["spec"]["parallelism"] >= 2
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["eostats"]
+    ctx = main.commands["run"].make_context(
+        "run", list(container["args"][1:])
+    )  # every option exists
+    heartbeat = ctx.params["heartbeat_filepath"]
+    assert ctx.params["from_sqs"] and ctx.params["max_processing_time"] > 0
+    assert not any("SECRET" in e["name"] or "ACCESS_KEY" in e["name"] for e in container["env"])
+
+    probe = list(container["livenessProbe"]["exec"]["command"])
+    probe[0] = sys.executable
+    probe[-1] = probe[-1].replace(heartbeat, str(tmp_path / "heartbeat"))
+    (tmp_path / "heartbeat").write_text("2026-01-01T00:00:00+00:00\n")
+    assert subprocess.run(probe).returncode == 0  # fresh
+    old = (tmp_path / "heartbeat").stat().st_mtime - 600
+    os.utime(tmp_path / "heartbeat", (old, old))
+    assert subprocess.run(probe).returncode == 1  # ten minutes without a poll: the pod is restarted

@@ -292,7 +292,7 @@ def test_two_workers_one_killed_mid_tile_every_task_done_exactly_once(
     markers = tmp_path / "markers"
     markers.mkdir()
     results = tmp_path / "results"
-    plugin = {"sleep_s": 2.5, "marker_dir": str(markers)}
+    plugin = {"sleep_s": 2.0, "marker_dir": str(markers)}
     config = write_config(
         tmp_path / "slow.yaml", results, plugin="test_queue.SlowClearCounts", plugin_config=plugin
     )
@@ -424,3 +424,109 @@ def test_max_processing_time_stops_the_task_process(sample_catalog, tmp_path):
     assert "T:1, OK:0, S:0, E:1" in worker.log()
     assert (tmp_path / "T.heartbeat").is_file()
     assert not results.exists() or not list(results.rglob("*.stac-item.json"))
+
+
+def test_s3_output_location_uploads_the_tile_stac_item_last(
+    aws, sample_catalog, tmp_path, monkeypatch
+):
+    import boto3
+
+    cache = make_cache(sample_catalog, tmp_path / "tasks.sqlite")
+    config = write_config(tmp_path / "pq.yaml", tmp_path / "results", plugin="pq")
+    s3 = boto3.client("s3")
+    bucket = f"out-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    uploads = []  # keys in the order the tile's PutObject calls were made (clients from the default session)
+    monkeypatch.setattr(
+        boto3, "DEFAULT_SESSION", boto3.session.Session()
+    )  # a private one for this test
+    boto3.DEFAULT_SESSION.events.register(
+        "before-parameter-build.s3.PutObject", lambda params, **kw: uploads.append(params["Key"])
+    )
+    location = f"s3://{bucket}/stats/{{product}}/{{version}}"
+    runner = CliRunner()
+    prefix = "stats/pq_ls_annual/0-1-0/x275/y97/2020--P1Y/pq_ls_annual_x275y97_2020--P1Y_final"
+
+    result = runner.invoke(
+        main, ["run", str(cache), "0", "--config", str(config), "--location", location]
+    )
+    assert result.exit_code == 0, result.output
+    keys = {o["Key"]: o for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert set(keys) == {f"{prefix}_{b}.tif" for b in PQ_BANDS} | {
+        f"{prefix}.sha1",
+        f"{prefix}.stac-item.json",
+    }
+    item = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}.stac-item.json")["Body"].read())
+    assert [link["href"] for link in item["links"] if link["rel"] == "self"] == [
+        f"s3://{bucket}/{prefix}.stac-item.json"
+    ]
+    assert {a["href"] for a in item["assets"].values()} >= {
+        f"pq_ls_annual_x275y97_2020--P1Y_final_{b}.tif" for b in PQ_BANDS
+    }
+    sums = s3.get_object(Bucket=bucket, Key=f"{prefix}.sha1")["Body"].read().decode()
+    for line in sums.splitlines():
+        digest, name = line.split()
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix.rsplit('/', 1)[0]}/{name}")["Body"].read()
+        assert hashlib.sha1(body).hexdigest() == digest
+    assert sorted(uploads) == sorted(keys)
+    assert (
+        uploads[-1] == f"{prefix}.stac-item.json"
+    )  # the item last: its presence means the tile is complete
+
+    result = runner.invoke(
+        main, ["run", str(cache), "0", "--config", str(config), "--location", location, "--dryrun"]
+    )
+    assert result.stdout.strip().endswith(f"s3://{bucket}/{prefix}.stac-item.json (skip)")
+    result = runner.invoke(
+        main, ["run", str(cache), "0", "--config", str(config), "--location", location]
+    )
+    assert result.exit_code == 0 and "T:1, OK:0, S:1, E:0" in result.stderr
+
+    # a dataset cache on S3 is downloaded once and read like a local one
+    s3.upload_file(str(cache), bucket, "tasks/tasks.sqlite")
+    args = ["publish-tasks", f"s3://{bucket}/tasks/tasks.sqlite", "q", "-3:", "--dryrun"]
+    result = runner.invoke(main, args)
+    assert result.stdout.splitlines() == [
+        "2021--P1Y/+275/+098",
+        "2021--P1Y/+276/+097",
+        "2021--P1Y/+276/+098",
+    ]
+    result = runner.invoke(
+        main, ["publish-tasks", f"s3://{bucket}/tasks/none.sqlite", "q", "--dryrun"]
+    )
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == f"Error: dataset cache s3://{bucket}/tasks/none.sqlite does not exist"
+    )
+
+
+def test_sigterm_stops_the_tile_and_releases_its_message_at_once(aws, sample_catalog, tmp_path):
+    cache = make_cache(sample_catalog, tmp_path / "tasks.sqlite")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    plugin = {"sleep_s": 60, "marker_dir": str(markers)}
+    config = write_config(
+        tmp_path / "slow.yaml",
+        tmp_path / "results",
+        plugin="test_queue.SlowClearCounts",
+        plugin_config=plugin,
+        job_queue_max_lease=60,
+        renew_safety_margin=10,
+    )
+    client = sqs_client()
+    name = f"term-{uuid.uuid4().hex[:8]}"
+    url, _ = create_queue_pair(name, client=client)
+    publish_tasks(client, url, str(cache), [TaskId("2021--P1Y", 275, 98)])
+    worker = Worker("S", ["run", "--from-sqs", name, "--config", str(config)], tmp_path, aws.env())
+    marker = wait_for(lambda: sorted(markers.glob("S-*")), 120, "the worker to reach reduce")[0]
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 128 + signal.SIGTERM
+    assert gone(int(marker.name.split("-")[1]))
+    # released, not left to its 60 s lease: visible now, on its second receive
+    got = client.receive_message(
+        QueueUrl=url, AttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=1
+    )
+    (message,) = got["Messages"]
+    assert json.loads(message["Body"])["tile_idx"] == "2021--P1Y/275/98"
+    assert message["Attributes"]["ApproximateReceiveCount"] == "2"

@@ -307,3 +307,23 @@ def test_clear_counts_equal_an_independent_count(tmp_path):
     # nearest-neighbour resampling through GDAL's approximate transformer can pick the neighbouring scene pixel
     # where a pixel centre lands within ~1/8 pixel of a scene pixel edge; everything else must match exactly
     assert agree / checked >= 0.97, f"{agree} of {checked} pixels agree"
+
+
+def test_excluding_a_dataset_reruns_only_the_tiles_that_used_it(gm_run):
+    """Tiles depend on their own dataset list (params), not on the cache file: runs last, it changes the run."""
+    import sqlite3
+
+    results = gm_run["results"]
+    with sqlite3.connect(results / "tasks" / "wf.sqlite") as db:
+        dataset, n_tasks = db.execute(
+            "SELECT dataset_id, COUNT(*) FROM task_datasets GROUP BY dataset_id ORDER BY 2, 1 LIMIT 1"
+        ).fetchone()
+        n_all = db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+    assert 0 < n_tasks < n_all
+    overlay = gm_run["workdir"] / "exclude.yaml"
+    overlay.write_text(yaml.safe_dump({"exclude_datasets": [dataset]}))
+    config = gm_run["config"]
+    snakemake(gm_run["workdir"], config, str(results / "tasks" / "wf.csv"), "--configfile", str(config), str(overlay))
+    dry = snakemake(gm_run["workdir"], config, "-n", "--configfile", str(config), str(overlay))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, flags=re.M))
+    assert int(counts["tile"]) == n_tasks
