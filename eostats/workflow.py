@@ -102,6 +102,22 @@ class Run:
         tail = re.sub(r"[-+]?0*765431", "{y}", tail, count=1)
         return self.product.location + tail
 
+    def tile_item(self, task: TaskId) -> str:
+        """The tile's STAC item, the file its rule declares: written last, it stands for the whole tile directory,
+        so object storage checks one object per tile, not one per band."""
+        return self.product.stac_path(task)
+
+    @cached_property
+    def tile_item_pattern(self) -> str:
+        """:meth:`tile_item` as a Snakemake pattern (wildcards ``period``, ``x``, ``y``, each used more than once)."""
+        probe = TaskId("9999--P1Y", 123457, 765431)
+        path = self.product.stac_path(probe)
+        tail = path[len(self.product.location) :] if path.startswith(self.product.location) else path
+        tail = tail.replace(probe.period, "{period}")
+        tail = re.sub(r"[-+]?0*123457", "{x}", tail)
+        tail = re.sub(r"[-+]?0*765431", "{y}", tail)
+        return self.product.location + tail
+
     def mosaic_dir(self, period: str) -> Path:
         return Path(self.product.location) / "mosaics" / period
 

@@ -8,6 +8,8 @@ rule dataset_cache:
         cache=str(RUN.cache),
     params:
         settings=cache_settings(),
+        # the stored source directory: hrefs into the job's local copy of it are recorded as these URLs
+        source_url=lambda wildcards: next((storage_url_of(p) for p in source_inputs(wildcards)), None),
     log:
         f"{LOGS}/dataset_cache.log",
     benchmark:

@@ -1,7 +1,9 @@
 # Config validation, the run's paths, and the input functions shared by the rules.
 
 import json
+import os
 from functools import cache
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -19,6 +21,18 @@ config.update(_validated)
 
 RUN = Run(config)
 RESULTS = str(RUN.results)
+# With a default storage provider (S3 on Kubernetes) every relative path below lives under this prefix.
+STORAGE_PREFIX = (
+    workflow.storage_settings.default_storage_prefix.rstrip("/")
+    if workflow.storage_settings.default_storage_provider
+    else None
+)
+if STORAGE_PREFIX:
+    # jobs read scenes (GDAL) and write tile files (boto3) at the endpoint Snakemake's S3 storage uses;
+    # AWS_ENDPOINT_URL_S3 is the AWS SDKs' own variable, inherited by every job process
+    _endpoint = getattr(workflow.storage_registry.default_storage_provider.settings, "endpoint_url", None)
+    if _endpoint:
+        os.environ.setdefault("AWS_ENDPOINT_URL_S3", _endpoint)
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 
@@ -34,9 +48,37 @@ def resources_of(step):
 
 
 def source_inputs(wildcards):
-    """Local files the dataset cache is built from (none for a STAC API)."""
-    path = RUN.source_path
-    return [str(path)] if path else []
+    """Files the dataset cache is built from: the sample's whole directory, a catalog/item file, none for a URL."""
+    if config["source"]["type"] == "sample":
+        return [str(RUN.sample_catalog.parent)]
+    path = config["source"].get("path")
+    return [str(path)] if path and "://" not in str(path) else []
+
+
+def storage_url_of(path):
+    """The stored object of a workflow path under the default storage (None without one)."""
+    return f"{STORAGE_PREFIX}/{os.path.normpath(str(path))}" if STORAGE_PREFIX else None
+
+
+_fetched = set()
+
+
+def local_copy(path):
+    """A workflow file, readable at DAG-building time.
+
+    With a default storage provider the file lives in storage, and Snakemake neither keeps nor fetches local copies
+    of a checkpoint's output for input functions: fetch it once per invocation when missing or older than the object.
+    """
+    if not STORAGE_PREFIX:
+        return Path(path)
+    obj = workflow.storage_registry.default_storage_provider.object(storage_url_of(path))
+    local = Path(obj.local_path())
+    if str(local) not in _fetched:
+        if not local.exists() or obj.mtime() > local.stat().st_mtime:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            obj.retrieve_object()
+        _fetched.add(str(local))
+    return local
 
 
 def cache_settings():
@@ -58,8 +100,8 @@ def cache_settings():
 
 def selected_tasks():
     """Tasks of the run, from the task-list checkpoint (and the config's `tasks` selectors)."""
-    csv_path = checkpoints.task_list.get().output.csv
-    return RUN.read_task_csv(csv_path)
+    checkpoints.task_list.get()
+    return RUN.read_task_csv(local_copy(RUN.task_csv))
 
 
 def task_of(wildcards):
@@ -73,7 +115,7 @@ def _dataset_hashes(cache_path, mtime):
 
 def dataset_hash(wildcards):
     """The task's dataset list fingerprint: a tile re-runs when its datasets change, not when the cache file does."""
-    path = RUN.cache
+    path = local_copy(RUN.cache)
     hashes = _dataset_hashes(str(path), path.stat().st_mtime_ns)
     task = task_of(wildcards)
     if task not in hashes:
@@ -81,12 +123,13 @@ def dataset_hash(wildcards):
     return hashes[task]
 
 
-def tile_dirs(tasks):
-    return [RUN.tile_dir(task) for task in tasks]
+def tile_items(tasks):
+    """The tiles' declared outputs: each tile's STAC item, which stands for its directory."""
+    return [RUN.tile_item(task) for task in tasks]
 
 
 def tiles_of_period(wildcards):
-    return tile_dirs([t for t in selected_tasks() if t.period == wildcards.period])
+    return tile_items([t for t in selected_tasks() if t.period == wildcards.period])
 
 
 def final_targets(wildcards):
@@ -94,7 +137,7 @@ def final_targets(wildcards):
     periods = sorted({t.period for t in tasks})
     targets = [str(RUN.task_csv)]
     targets += [str(RUN.period_geojson(p)) for p in periods]
-    targets += tile_dirs(tasks)
+    targets += tile_items(tasks)
     if config["mosaic"]["enabled"]:
         targets += [str(p) for period in periods for p in RUN.mosaic_paths(period)]
     return targets

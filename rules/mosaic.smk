@@ -6,6 +6,9 @@ rule mosaic:
         tiles=tiles_of_period,
     output:
         [str(p) for p in RUN.mosaic_paths("{period}")],
+    params:
+        # under default storage the tiles' COGs are read where they are stored, next to each item
+        storage_prefix=STORAGE_PREFIX,
     log:
         f"{LOGS}/mosaic/{{period}}.log",
     benchmark:

@@ -1,9 +1,12 @@
 # The synthetic sample collection, generated when the config's source is `sample`.
+# Its output is the whole directory (catalog, items, COGs), so that default storage (S3) uploads all of it.
+# A local rule: with a remote executor the controller makes it, since the S3 storage plugin (0.3.6) reports a
+# directory made by a remote job as missing (it caches a directory's absence).
 
 
 rule sample_collection:
     output:
-        catalog=str(RUN.sample_catalog),
+        collection=directory(str(RUN.sample_catalog.parent)),
     params:
         spec=config["source"].get("sample", {}),
     log:
@@ -14,5 +17,6 @@ rule sample_collection:
     resources:
         mem_mb=2000,
         runtime=30,
+    localrule: True
     script:
         "../scripts/sample_collection.py"

@@ -1,15 +1,19 @@
 # One job per task: the statistic on one tile and period, written in odc-stats' layout.
 # The cache is `ancient`: a tile re-runs when its own dataset list (params.datasets) changes.
+# The declared output is the tile's STAC item, written last (as odc-stats does): one object per tile for object
+# storage to check. The job writes the whole tile directory; under default storage (S3) it uploads the COGs and
+# `.sha1` itself (params.tile_url) and Snakemake uploads the item after them.
 
 
 rule tile:
     input:
         cache=ancient(str(RUN.cache)),
     output:
-        directory(RUN.tile_dir_pattern),
+        item=RUN.tile_item_pattern,
     params:
         datasets=dataset_hash,
         task=lambda wildcards: str(task_of(wildcards)),
+        tile_url=lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards))),
     log:
         f"{LOGS}/tile/{{period}}/x{{x}}_y{{y}}.log",
     benchmark:

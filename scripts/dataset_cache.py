@@ -1,19 +1,34 @@
 """Snakemake adapter: build the dataset cache from the configured source."""
 
+from pathlib import Path
+
 from eostats.cache import build_cache
 from eostats.joblog import job_logging
+from eostats.s3 import hrefs_to_storage
 from eostats.sources import read_items
 from eostats.workflow import Run
 
 with job_logging(snakemake.log[0], "dataset_cache") as log:  # noqa: F821
     run = Run(snakemake.config)  # noqa: F821
     source = dict(run.config["source"])
+    # read the source where Snakemake put it (a local copy under default storage), record it as configured
+    local_inputs = list(snakemake.input.source)  # noqa: F821
     if source["type"] == "sample":
         source = {"type": "stac_catalog", "path": str(run.sample_catalog)}
+        read_from = {**source, "path": str(Path(local_inputs[0]) / run.sample_catalog.name)}
+    else:
+        read_from = {**source, "path": local_inputs[0]} if local_inputs else source
+    items = read_items(read_from)
+    source_url = snakemake.params.source_url  # noqa: F821
+    if source_url and local_inputs:
+        # the job's local copy of the source goes away with the job: scene hrefs must name the stored objects
+        local_dir = local_inputs[0] if Path(local_inputs[0]).is_dir() else str(Path(local_inputs[0]).parent)
+        url_dir = source_url if Path(local_inputs[0]).is_dir() else source_url.rsplit("/", 1)[0]
+        items = (hrefs_to_storage(item, local_dir, url_dir) for item in items)
     settings = {
         "solar_offset_rule": run.config["solar_offset_rule"],
         "tiles": run.config["tiles"],
         "exclude_datasets": run.config["exclude_datasets"],
     }
-    summary = build_cache(read_items(source), run.grid, run.binning, run.cache, source, settings)
-    log.info("dataset cache %s: %s", run.cache, summary)
+    summary = build_cache(items, run.grid, run.binning, snakemake.output.cache, source, settings)  # noqa: F821
+    log.info("dataset cache %s: %s", snakemake.output.cache, summary)  # noqa: F821
