@@ -364,3 +364,104 @@ def test_gm_ls_bitmask_matches_odc_algo_geomedian_with_odc_stats_rescaling():
     expected_emad = np.where(np.isnan(emad), 0, np.round(emad * F32(0.275)))
     assert np.abs(out["emad"].values.astype(int) - expected_emad.astype(int)).max() <= 1
     np.testing.assert_array_equal(out["count"].values, ref["count"].values)
+
+
+# --------------------------------------------------------------------------------------------------
+# workflow level: one task of the sample collections through the tile runner
+
+from plugin_samples import (  # noqa: E402
+    GRID_10,
+    GRID_30,
+    build_task_cache,
+    busiest_task,
+    check_outputs,
+    make_run,
+    product_samples,
+    run_task,
+    scene_values_by_day,
+    tile_points,
+)
+
+
+@pytest.fixture(scope="module")
+def product_sample(tmp_path_factory):
+    return product_samples(tmp_path_factory)
+
+
+S2_CLOUDS = "cloud shadows,cloud medium probability,cloud high probability,thin cirrus"
+
+
+def test_gm_s2_tile_on_the_sentinel2_sample(product_sample, tmp_path):
+    catalog = product_sample("s2_l2a")
+    cache = build_task_cache(catalog, GRID_10, tmp_path / "cache.sqlite")
+    task = busiest_task(cache, "2021--P1Y")
+    # unbuffered cloud classes, so the clear count can be checked pixel by pixel against the SCL files
+    run = make_run(tmp_path / "results", GRID_10, "gm-s2", {"cloud_filters": {S2_CLOUDS: []}})
+    report, bands = run_task(run, tmp_path / "cache.sqlite", task)
+    check_outputs(run, report, bands)
+    count = bands["COUNT"][0]
+    empty = count == 0
+    assert 0 < empty.sum() < empty.size  # the tile holds observed and unobserved pixels
+    for band in S2_BANDS:
+        values = bands[band][0]
+        np.testing.assert_array_equal(values == 0, empty)
+        assert values[~empty].max() < 15_000
+    assert np.isnan(bands["SMAD"][0][empty]).all() and not np.isnan(bands["EMAD"][0][~empty]).any()
+    assert count.max() <= report.observations
+
+    points = tile_points(count.shape, 400)
+    transform = run.grid.tile_geobox(task.x, task.y).transform
+    by_day = scene_values_by_day(catalog, "SCL", 2021, transform, points)
+    expected = sum(
+        np.logical_or.reduce(
+            [inside & ~np.isin(v, [0, 3, 8, 9, 10]) for inside, v in scenes]
+        ).astype(int)
+        for scenes in by_day.values()
+    )
+    got = np.array([count[p] for p in points])
+    # bilinear resampling of the masked bands can move a mask edge by a pixel; everything else must agree
+    assert (got == expected).mean() >= 0.95, f"{(got == expected).sum()} of {len(points)} agree"
+    assert expected.max() >= 3
+
+
+def test_gm_ls_bitmask_tile_on_the_usgs_sample(product_sample, tmp_path):
+    catalog = product_sample("usgs_c2l2")
+    cache = build_task_cache(catalog, GRID_30, tmp_path / "cache.sqlite")
+    task = busiest_task(cache, "2021--P1Y")
+    run = make_run(tmp_path / "results", GRID_30, "gm-ls-bitmask", {"filters": [["dilation", 1]]})
+    report, bands = run_task(run, tmp_path / "cache.sqlite", task)
+    check_outputs(run, report, bands)
+    count = bands["count"][0]
+    seen = count > 0
+    assert seen.any() and (~seen).any()
+    for band in USGS_BANDS:
+        values = bands[band][0]
+        # reflectance x 10 000 like the Landsat sample it was made from: roughly 0 .. 6000 on the ground
+        assert values[~seen].max() == 0 and 50 < np.median(values[seen]) < 6000
+    assert bands["emad"][0][~seen].max() == 0 and bands["emad"][0][seen].max() > 0
+
+
+def test_sentinel2_sample_layers(product_sample):
+    import pystac
+    import rasterio
+
+    catalog = product_sample("s2_l2a")
+    items = list(pystac.Catalog.from_file(str(catalog)).get_items(recursive=True))
+    assert len(items) >= 8
+    scl_seen: set[int] = set()
+    for item in items:
+        with (
+            rasterio.open(item.assets["B02"].get_absolute_href()) as b02,
+            rasterio.open(item.assets["SCL"].get_absolute_href()) as scl,
+        ):
+            assert b02.res == (10.0, 10.0) and scl.res == (20.0, 20.0)
+            assert (b02.transform.c, b02.transform.f) == (scl.transform.c, scl.transform.f)
+            assert (b02.width, b02.height) == (2 * scl.width, 2 * scl.height)
+            classes = scl.read(1)
+            reflectance = b02.read(1)[::2, ::2]
+            # no data exactly where the SCL says so
+            np.testing.assert_array_equal(reflectance == 0, classes == 0)
+            scl_seen |= set(np.unique(classes).tolist())
+        assert item.assets["B11"].extra_fields["proj:shape"] == [scl.height, scl.width]
+    # cloud shadows, cloud medium/high probability, thin cirrus, water, land classes all occur
+    assert {0, 3, 4, 5, 6, 8, 9, 10} <= scl_seen

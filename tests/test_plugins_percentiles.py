@@ -263,3 +263,86 @@ def test_numpy_fallback_ranks_like_odc_algo():
         [0.1, 0.5, 0.9], _sorted_percentiles(floats, [0.1, 0.5, 0.9], np.nan, 3), strict=True
     ):
         np.testing.assert_array_equal(pc, np_percentile(floats, q, np.nan))
+
+
+# --------------------------------------------------------------------------------------------------
+# workflow level: one task of the sample collections through the tile runner
+
+from plugin_samples import (  # noqa: E402
+    GRID_30,
+    build_task_cache,
+    busiest_task,
+    check_outputs,
+    make_run,
+    product_samples,
+    run_task,
+    scene_values_by_day,
+    tile_points,
+)
+
+
+@pytest.fixture(scope="module")
+def product_sample(tmp_path_factory):
+    return product_samples(tmp_path_factory)
+
+
+def test_fc_percentiles_tile_on_the_fc_sample(product_sample, tmp_path):
+    catalog = product_sample("fc_wo")
+    cache = build_task_cache(catalog, GRID_30, tmp_path / "cache.sqlite")
+    task = busiest_task(cache, "2021--P1Y")
+    run = make_run(tmp_path / "results", GRID_30, "fc-percentiles", {"count_valid": True})
+    report, bands = run_task(run, tmp_path / "cache.sqlite", task)
+    check_outputs(run, report, bands)
+    pcs = {k: v[0] for k, v in bands.items() if "_pc_" in k}
+    all_valid = np.logical_and.reduce([v != 255 for v in pcs.values()])
+    qa = bands["qa"][0]
+    np.testing.assert_array_equal(qa == 2, all_valid)
+    assert set(np.unique(qa)) <= {0, 1, 2} and (qa == 2).any() and (qa != 2).any()
+    for b in FC:
+        lo, mid, hi = (pcs[f"{b}_pc_{p}"].astype(int) for p in (10, 50, 90))
+        ok = lo != 255
+        assert (lo[ok] <= mid[ok]).all() and (mid[ok] <= hi[ok]).all()
+    count_valid = bands["count_valid"][0]
+    # the bands are resampled bilinearly and the valid flag by majority: they can part at a mask edge
+    assert ((count_valid >= 3) == all_valid).mean() >= 0.97
+
+    points = tile_points(count_valid.shape, 300, seed=3)
+    transform = run.grid.tile_geobox(task.x, task.y).transform
+    expected = 0
+    for scenes in scene_values_by_day(catalog, "water", 2021, transform, points).values():
+        expected = expected + np.logical_or.reduce(
+            [inside & ((v & 0b1110_1111) == 0) for inside, v in scenes]
+        )
+    got = np.array([count_valid[p] for p in points])
+    assert (got == expected).mean() >= 0.97
+    assert expected.max() >= 3
+
+
+def test_tcw_percentiles_tile_on_the_landsat_sample(sample_catalog, tmp_path):
+    cache = build_task_cache(sample_catalog, GRID_30, tmp_path / "cache.sqlite")
+    task = busiest_task(cache, "2021--P1Y")
+    run = make_run(tmp_path / "results", GRID_30, "tcw-percentiles")
+    report, bands = run_task(run, tmp_path / "cache.sqlite", task)
+    check_outputs(run, report, bands)
+    for index in ("wet", "bright", "green"):
+        lo, mid, hi = (bands[f"{index}_pc_{p}"][0].astype(int) for p in (10, 50, 90))
+        ok = mid != -9999
+        np.testing.assert_array_equal(lo != -9999, ok)
+        assert (lo[ok] <= mid[ok]).all() and (mid[ok] <= hi[ok]).all()
+    have = bands["bright_pc_50"][0] != -9999
+    assert have.any() and (~have).any()
+
+    # percentiles exist exactly where at least 3 solar days were clear (fmask clear or water, contiguous)
+    points = tile_points(have.shape, 300, seed=4)
+    transform = run.grid.tile_geobox(task.x, task.y).transform
+    fmask = scene_values_by_day(sample_catalog, "oa_fmask", 2021, transform, points)
+    contiguity = scene_values_by_day(sample_catalog, "oa_nbart_contiguity", 2021, transform, points)
+    clear_days = 0
+    for day, scenes in fmask.items():
+        clear = [
+            inside & np.isin(v, [1, 4, 5]) & (c == 1)
+            for (inside, v), (_, c) in zip(scenes, contiguity[day], strict=True)
+        ]
+        clear_days = clear_days + np.logical_or.reduce(clear)
+    got = np.array([have[p] for p in points])
+    assert (got == (clear_days >= 3)).mean() >= 0.97

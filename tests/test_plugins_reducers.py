@@ -211,3 +211,113 @@ def test_band_stats_class_mask_with_buffer_and_bit_mask():
     a1 = np.full((1, 1, 3), 5, np.int16)
     native = bits.native_transform(cube({"a": a1, "QA_PIXEL": qa}, {"a": -999}, chunk=3)).compute()
     np.testing.assert_array_equal(bits.reduce(native)["count"].values, [[1, 0, 0]])
+
+
+# --------------------------------------------------------------------------------------------------
+# workflow level: the Landsat sample through the tile runner
+
+from plugin_samples import (  # noqa: E402
+    GRID_30,
+    build_task_cache,
+    busiest_task,
+    check_outputs,
+    make_run,
+    run_task,
+    scene_values_by_day,
+    tile_points,
+)
+
+
+def test_ndvi_median_and_band_stats_tiles_on_the_landsat_sample(sample_catalog, tmp_path):
+    cache = build_task_cache(sample_catalog, GRID_30, tmp_path / "cache.sqlite")
+    task = busiest_task(cache, "2021--P1Y")
+    ndvi_run = make_run(tmp_path / "results", GRID_30, "ndvi-median")
+    report, ndvi = run_task(ndvi_run, tmp_path / "cache.sqlite", task)
+    check_outputs(ndvi_run, report, ndvi)
+    values = ndvi["ndvi_median"][0]
+    seen = ~np.isnan(values)
+    assert seen.any() and (~seen).any() and (np.abs(values[seen]) <= 1).all()
+    assert values[seen].max() > 0.3  # the sample's pasture and forest
+
+    stats_run = make_run(
+        tmp_path / "results",
+        GRID_30,
+        "band-stats",
+        {
+            "bands": ["nbart_red", "nbart_nir"],
+            "statistics": ["mean", "min", "max", "count", "percentiles", "medoid"],
+            "percentiles": [50],
+            "mask_band": "oa_fmask",
+            "nodata_classes": ["nodata"],
+            "contiguity_band": "oa_nbart_contiguity",
+            "output_dtype": "int16",
+            "output_nodata": -999,
+        },
+    )
+    report, stats = run_task(stats_run, tmp_path / "cache.sqlite", task)
+    check_outputs(stats_run, report, stats)
+    count = stats["count"][0]
+    np.testing.assert_array_equal(np.isnan(values), count == 0)
+    for band in ("nbart_red", "nbart_nir"):
+        lo, hi = stats[f"{band}_min"][0], stats[f"{band}_max"][0]
+        mean, medoid = stats[f"{band}_mean"][0], stats[f"{band}_medoid"][0]
+        ok = count > 0
+        assert (lo[ok] <= mean[ok] + 1e-3).all() and (mean[ok] <= hi[ok] + 1e-3).all()
+        assert (lo[ok] <= medoid[ok]).all() and (medoid[ok] <= hi[ok]).all()
+        assert (lo[~ok] == -999).all()
+
+    points = tile_points(count.shape, 300, seed=5)
+    transform = stats_run.grid.tile_geobox(task.x, task.y).transform
+    fmask = scene_values_by_day(sample_catalog, "oa_fmask", 2021, transform, points)
+    contiguity = scene_values_by_day(sample_catalog, "oa_nbart_contiguity", 2021, transform, points)
+    expected = 0
+    for day, scenes in fmask.items():
+        clear = [
+            inside & np.isin(v, [1, 4, 5]) & (c == 1)
+            for (inside, v), (_, c) in zip(scenes, contiguity[day], strict=True)
+        ]
+        expected = expected + np.logical_or.reduce(clear)
+    got = np.array([count[p] for p in points])
+    assert (got == expected).mean() >= 0.97
+
+
+def test_user_plugin_from_the_docs_by_dotted_path(sample_catalog, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    code = re.search(r"<!-- example: my_stats.py -->\s*```python\n(.*?)```", doc, re.S).group(1)
+    module_dir = tmp_path / "plugins"
+    module_dir.mkdir()
+    (module_dir / "my_stats.py").write_text(code)
+    monkeypatch.syspath_prepend(str(module_dir))
+
+    with pytest.raises(PluginConfigError, match="cloud_buffer"):
+        resolve_plugin("my_stats.MaxNdvi", {"cloud_buffer": -1})
+    cache = build_task_cache(sample_catalog, GRID_30, tmp_path / "cache.sqlite")
+    task = busiest_task(cache, "2021--P1Y")
+    run = make_run(tmp_path / "results", GRID_30, "my_stats.MaxNdvi", {"cloud_buffer": 2})
+    report, bands = run_task(run, tmp_path / "cache.sqlite", task)
+    check_outputs(run, report, bands)
+    top, doy = bands["ndvi_max"][0], bands["ndvi_max_doy"][0]
+    seen = ~np.isnan(top)
+    # (NDVI may exceed 1 where the sample's red reflectance is slightly negative)
+    assert seen.any() and (~seen).any() and np.median(top[seen]) > 0.2
+    np.testing.assert_array_equal(doy == 0, ~seen)
+    # the day of year is one of the task's solar days
+    days = {d.timetuple().tm_yday for d in scene_days(sample_catalog, 2021)}
+    assert set(np.unique(doy[seen]).tolist()) <= days
+
+
+def scene_days(catalog, year):
+    from datetime import timedelta
+
+    import pystac
+
+    out = set()
+    for item in pystac.Catalog.from_file(str(catalog)).get_items(recursive=True):
+        lon = float(np.mean([c[0] for c in item.geometry["coordinates"][0]]))
+        local = item.datetime + timedelta(hours=lon * 24 / 360)
+        if local.year == year:
+            out.add(local.date())
+    return out

@@ -116,3 +116,134 @@ def test_wofs_summary_fh_sums_summaries_ignoring_nodata():
     assert freq[0] == np.float32(4) / np.float32(10) and freq[1] == np.float32(0.6)
     assert np.isnan(freq[2]) and np.isnan(freq[3])
     assert out["count_clear"].dtype == np.int16
+
+
+# --------------------------------------------------------------------------------------------------
+# workflow level: annual summaries of the WOfS sample, then the full history from those summaries
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from plugin_samples import (  # noqa: E402
+    GRID_30,
+    build_task_cache,
+    check_outputs,
+    make_run,
+    product_samples,
+    run_task,
+    scene_values_by_day,
+    tile_points,
+)
+
+
+@pytest.fixture(scope="module")
+def product_sample(tmp_path_factory):
+    return product_samples(tmp_path_factory)
+
+
+from eostats.periods import parse_period  # noqa: E402
+from eostats.taskids import TaskId  # noqa: E402
+
+
+def independent_wofs_counts(catalog, year, transform, points):
+    """count_wet, count_clear at tile pixel centres from the water files: per solar day OR of bad/wet/dry."""
+    wet_days = clear_days = observed = 0
+    for scenes in scene_values_by_day(catalog, "water", year, transform, points).values():
+        has_data = [inside & (v & 1 == 0) for inside, v in scenes]
+        bad = np.logical_or.reduce(
+            [d & (v & 0b0111_1110 != 0) for d, (_, v) in zip(has_data, scenes, strict=True)]
+        )
+        wet = np.logical_or.reduce(
+            [d & (v == 128) for d, (_, v) in zip(has_data, scenes, strict=True)]
+        )
+        dry = np.logical_or.reduce(
+            [d & (v == 0) for d, (_, v) in zip(has_data, scenes, strict=True)]
+        )
+        w, d = wet & ~bad & ~dry, dry & ~bad & ~wet
+        wet_days = wet_days + w
+        clear_days = clear_days + w + d
+        observed = observed + (bad | w | d)
+    return np.where(observed > 0, wet_days, -999), np.where(observed > 0, clear_days, -999)
+
+
+def test_wofs_annual_summaries_then_full_history(product_sample, tmp_path):
+    catalog = product_sample("wofs")
+    cache = build_task_cache(catalog, GRID_30, tmp_path / "annual.sqlite")
+    # a tile observed in both years, with the most days
+    both = {(t.x, t.y) for t in cache.task_ids() if t.period == "2020--P1Y"} & {
+        (t.x, t.y) for t in cache.task_ids() if t.period == "2021--P1Y"
+    }
+    x, y = max(
+        both,
+        key=lambda xy: sum(
+            r.n_days_solar for r in cache.tasks() if (r.task_id.x, r.task_id.y) == xy
+        ),
+    )
+    run = make_run(tmp_path / "results", GRID_30, "wofs-summary")
+    annual = {}
+    stac_items = []
+    for year in (2020, 2021):
+        report, bands = run_task(run, tmp_path / "annual.sqlite", TaskId(f"{year}--P1Y", x, y))
+        check_outputs(run, report, bands)
+        annual[year] = bands
+        stac_items.append(json.loads(Path(report.outputs[-1]).read_text()))
+    transform = run.grid.tile_geobox(x, y).transform
+
+    points = tile_points(annual[2021]["count_clear"][0].shape, 300, seed=2)
+    exp_wet, exp_clear = independent_wofs_counts(catalog, 2021, transform, points)
+    got_wet = np.array([annual[2021]["count_wet"][0][p] for p in points])
+    got_clear = np.array([annual[2021]["count_clear"][0][p] for p in points])
+    agree = (got_wet == exp_wet) & (got_clear == exp_clear)
+    assert agree.mean() >= 0.97, f"{agree.sum()} of {len(points)} agree"
+    assert exp_clear.max() >= 2 and (exp_wet > 0).any() and (exp_clear == -999).any()
+
+    # the full history over the two annual summaries (their STAC items are the source)
+    items_file = tmp_path / "annual.ndjson"
+    items_file.write_text("".join(json.dumps(it) + "\n" for it in stac_items))
+    build_task_cache(
+        None,
+        GRID_30,
+        tmp_path / "fh.sqlite",
+        source={"type": "ndjson", "path": str(items_file)},
+        temporal_range=parse_period("2020--P2Y"),
+    )
+    fh_run = make_run(tmp_path / "results", GRID_30, "wofs-summary-fh")
+    report, fh = run_task(fh_run, tmp_path / "fh.sqlite", TaskId("2020--P2Y", x, y))
+    check_outputs(fh_run, report, fh)
+    wet = [annual[yr]["count_wet"][0].astype(int) for yr in (2020, 2021)]
+    clear = [annual[yr]["count_clear"][0].astype(int) for yr in (2020, 2021)]
+    never = (clear[0] == -999) & (clear[1] == -999)
+    exp_wet = np.where(never, -999, sum(np.where(w == -999, 0, w) for w in wet))
+    exp_clear = np.where(never, -999, sum(np.where(c == -999, 0, c) for c in clear))
+    np.testing.assert_array_equal(fh["count_wet"][0], exp_wet)
+    np.testing.assert_array_equal(fh["count_clear"][0], exp_clear)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exp_freq = np.where(
+            exp_clear > 0, exp_wet.astype(np.float32) / exp_clear.astype(np.float32), np.nan
+        )
+    np.testing.assert_array_equal(fh["frequency"][0], exp_freq.astype(np.float32))
+
+
+def test_wofs_and_fc_sample_layers(product_sample):
+    import pystac
+    import rasterio
+
+    seen: set[int] = set()
+    for item in pystac.Catalog.from_file(str(product_sample("wofs"))).get_items(recursive=True):
+        with rasterio.open(item.assets["water"].get_absolute_href()) as src:
+            seen |= set(np.unique(src.read(1)).tolist())
+    # nodata, non-contiguous, terrain shadow, high slope (dry and wet), cloud shadow, cloud, wet, dry
+    assert {1, 2, 8, 16, 32, 64, 128, 0} <= seen
+
+    for item in list(
+        pystac.Catalog.from_file(str(product_sample("fc_wo"))).get_items(recursive=True)
+    )[:3]:
+        bands = {}
+        for b in ("pv", "bs", "npv", "ue", "water"):
+            with rasterio.open(item.assets[b].get_absolute_href()) as src:
+                bands[b] = src.read(1).astype(int)
+        has = bands["water"] != 1
+        np.testing.assert_array_equal(bands["pv"] == 255, ~has)
+        total = bands["pv"] + bands["bs"] + bands["npv"]
+        assert np.abs(total[has] - 100).max() <= 6  # the cover fractions sum to ~100 %
+        assert (bands["ue"][has] >= 30).any() and (bands["ue"][has] < 30).any()
