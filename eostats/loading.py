@@ -1,29 +1,45 @@
 """Load one task's observations onto its tile, in odc-stats' order: mask natively, fuse by solar day, reproject.
 
-For each native CRS among the task's datasets, the datasets are read with odc-stac on a pixel grid aligned with
-their own pixels (no resampling) that covers the tile plus a buffer; the plugin masks them there (morphology radii
-are native pixels), observations of the same solar day are fused, and only then is the result reprojected to the
-tile GeoBox. With datasets in several CRSs (UTM-zone overlap), the per-CRS results are fused once more on the tile.
-Everything is lazy (dask), chunked spatially, so the caller computes one block of the tile at a time.
+For each native grid (CRS, pixel size, pixel phase) among the task's datasets, and for each spatial block of the
+tile, the datasets' bands are read on a window of their own pixels (no resampling) that covers the block plus a
+buffer; the plugin masks them there (morphology radii are native pixels), observations of the same solar day are
+fused, and only then is the result reprojected to the block of the tile GeoBox. With datasets in several CRSs
+(UTM-zone overlap), the per-CRS results are fused once more on the tile.
+
+:class:`TaskReader` does this block by block with a pool of threads, one solar day per job: COG windows are
+decoded with rasterio (GDAL releases the GIL; every thread keeps its own open datasets, so GDAL's block cache
+serves the tiles shared by neighbouring blocks), masking and fusing run on small numpy arrays, and the reprojection
+uses :mod:`eostats.kernels.warp` (GDAL's nearest and bilinear rules, the pixel mapping computed once per block and
+native grid) or odc-geo's ``xr_reproject`` for other resampling methods. :func:`load_task` wraps the reader as a
+lazy dask-backed Dataset (one dask task per block).
 """
 
 from __future__ import annotations
 
 import math
+import operator
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
-import odc.stac
 import pystac
+import rasterio
+import rasterio.errors
 import xarray as xr
 from odc.geo import xy_
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
-from odc.geo.xr import xr_reproject
+from odc.geo.xr import xr_coords, xr_reproject
+from rasterio.warp import Resampling, reproject
+from rasterio.windows import Window
 
+from eostats.kernels.warp import PixelMap, pixel_map, warp_bilinear, warp_nearest
 from eostats.plugins.base import StatsPlugin
 
 
@@ -35,10 +51,14 @@ def _native_grid(item: pystac.Item, band: str) -> tuple[CRS, float, tuple[float,
     """CRS, pixel size (CRS units) and pixel-edge phase (x, y in [0, 1)) of a band's native grid."""
     asset = item.assets.get(band)
     props = {**item.properties, **(asset.extra_fields if asset else {})}
-    code = props.get("proj:code") or (f"EPSG:{props['proj:epsg']}" if props.get("proj:epsg") else None)
+    code = props.get("proj:code") or (
+        f"EPSG:{props['proj:epsg']}" if props.get("proj:epsg") else None
+    )
     transform = props.get("proj:transform")
     if code is None or transform is None:
-        raise DatasetError(f"dataset {item.id}: band {band} has no proj:code/proj:epsg or proj:transform")
+        raise DatasetError(
+            f"dataset {item.id}: band {band} has no proj:code/proj:epsg or proj:transform"
+        )
     res = float(transform[0])
     phase = ((transform[2] / res) % 1.0, (transform[5] / abs(transform[4])) % 1.0)
     return CRS(code), res, phase
@@ -59,35 +79,394 @@ def _utc_naive(item: pystac.Item) -> datetime:
     return when
 
 
-def native_geobox(tile: GeoBox, crs: CRS, resolution: float, phase: tuple[float, float], buffer_pixels: int) -> GeoBox:
+def native_geobox(
+    tile: GeoBox, crs: CRS, resolution: float, phase: tuple[float, float], buffer_pixels: int
+) -> GeoBox:
     """A GeoBox in ``crs`` on the datasets' own pixel grid that covers ``tile`` plus ``buffer_pixels``."""
     footprint = tile.extent.to_crs(crs).buffer(buffer_pixels * resolution)
     bbox = footprint.boundingbox
     return GeoBox.from_bbox(bbox, crs, resolution=resolution, anchor=xy_(*phase))
 
 
-def _fuse_by_solar_day(xx: xr.Dataset, plugin: StatsPlugin) -> xr.Dataset:
-    groups = []
-    days = xx["solar_day"].values
-    for day in np.unique(days):
-        index = np.nonzero(days == day)[0]
-        fused = plugin.fuse(xx.drop_vars("solar_day").isel(time=index))
-        groups.append(fused.expand_dims(time=[day]))
-    out = xr.concat(groups, dim="time", combine_attrs="override")
-    return out
+# ------------------------------------------------------------------------------------------------------------------
+# Block reader
 
 
-def _bool_to_uint8(xx: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
-    bools = [name for name, var in xx.data_vars.items() if var.dtype == bool]
-    for name in bools:
-        xx[name] = (xx[name].astype("uint8") * 255).assign_attrs(nodata=None)
-    return xx, bools
+@dataclass(frozen=True)
+class _Observation:
+    """One dataset: its item, solar day, acquisition time (naive UTC) and the href of each band."""
+
+    item: pystac.Item
+    day: np.datetime64
+    time: datetime
+    hrefs: dict[str, str]
 
 
-def _uint8_to_bool(xx: xr.Dataset, bools: Iterable[str]) -> xr.Dataset:
-    for name in bools:
-        xx[name] = xx[name] > 127
-    return xx
+@dataclass
+class _Group:
+    """Datasets sharing one native pixel grid, by solar day (each day's datasets in acquisition order)."""
+
+    crs: CRS
+    resolution: float
+    phase: tuple[float, float]
+    days: dict[np.datetime64, list[_Observation]]
+
+
+@dataclass(frozen=True)
+class _BandInfo:
+    dtype: np.dtype
+    nodata: Any
+
+
+class _Handles(threading.local):
+    """Open rasterio datasets of one thread (rasterio handles must not be shared between threads)."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, Any] = {}
+
+
+def _href(asset: pystac.Asset) -> str:
+    return asset.get_absolute_href() or asset.href
+
+
+class TaskReader:
+    """A task's masked, fused, reprojected observations on any block of its tile (see the module docstring).
+
+    :param items: the task's STAC items (dicts or pystac Items).
+    :param tile: the tile's GeoBox; blocks are given as row/column slices of it.
+    :param plugin: supplies ``input_bands``, ``native_transform``, ``fuse``, ``resampling`` and
+        ``native_buffer_pixels``.
+    :param threads: solar days decoded and processed at the same time.
+
+    ``days`` are the solar dates of the observations (the ``time`` coordinate), ``variables`` the name, dtype and
+    attrs of every variable :meth:`read` returns. Close the reader (or use it as a context manager) to close its
+    files and threads.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[Mapping | pystac.Item],
+        tile: GeoBox,
+        plugin: StatsPlugin,
+        *,
+        threads: int = 2,
+    ) -> None:
+        self.tile = tile
+        self.plugin = plugin
+        self.bands = list(plugin.input_bands)
+        self.groups = self._group(items)
+        self.days = np.array(
+            sorted({d for g in self.groups for d in g.days}), dtype="datetime64[D]"
+        )
+        self._day_index = {d: i for i, d in enumerate(self.days)}
+        self._handles = _Handles()
+        self._all_handles: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max(1, int(threads)), thread_name_prefix="eostats-read")
+        self.band_info = self._probe_bands()
+        self.variables = self._probe_variables()
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+    def _group(self, items: Iterable[Mapping | pystac.Item]) -> list[_Group]:
+        parsed = [
+            it if isinstance(it, pystac.Item) else pystac.Item.from_dict(dict(it)) for it in items
+        ]
+        if not parsed:
+            raise DatasetError("task has no datasets")
+        by_grid: dict[tuple, list[tuple[int, pystac.Item]]] = defaultdict(list)
+        for order, item in enumerate(parsed):
+            missing = [b for b in self.bands if b not in item.assets]
+            if missing:
+                raise DatasetError(f"dataset {item.id}: missing band(s) {', '.join(missing)}")
+            crs, res, phase = _native_grid(item, self.bands[0])
+            by_grid[(str(crs), res, round(phase[0], 6), round(phase[1], 6))].append((order, item))
+        groups = []
+        for (crs, res, px, py), members in sorted(by_grid.items()):
+            days: dict[np.datetime64, list[_Observation]] = defaultdict(list)
+            # a day's datasets in acquisition order (odc-stac's order), ties in input order
+            for _, item in sorted(members, key=lambda m: (_utc_naive(m[1]), m[0])):
+                lon = Geometry(item.geometry, "EPSG:4326").centroid.coords[0][0]
+                when = _utc_naive(item)
+                day = solar_day(when, lon)
+                hrefs = {b: _href(item.assets[b]) for b in self.bands}
+                days[day].append(_Observation(item, day, when, hrefs))
+            groups.append(_Group(CRS(crs), res, (px, py), dict(days)))
+        return groups
+
+    def _probe_bands(self) -> dict[str, _BandInfo]:
+        """dtype and nodata of every band, from the first dataset's files (then its raster:bands metadata)."""
+        first = next(iter(self.groups[0].days.values()))[0]
+        info = {}
+        for band in self.bands:
+            src = self._dataset(first.hrefs[band])
+            nodata = src.nodata
+            if nodata is None:
+                bands_meta = first.item.assets[band].extra_fields.get("raster:bands") or [{}]
+                nodata = bands_meta[0].get("nodata")
+            dtype = np.dtype(src.dtypes[0])
+            if nodata is not None and dtype.kind in "iu":
+                nodata = int(nodata)
+            info[band] = _BandInfo(dtype, nodata)
+        return info
+
+    def _probe_variables(self) -> dict[str, tuple[np.dtype, dict]]:
+        """Names, dtypes and attrs of the plugin's fused variables, from a tiny all-nodata stack."""
+        group = self.groups[0]
+        gbox = native_geobox(self.tile, group.crs, group.resolution, group.phase, 0)[:8, :8]
+        fake = {}
+        for band, info in self.bands_info_items():
+            fill = info.nodata if info.nodata is not None else 0
+            data = np.full((1, *gbox.shape.yx), fill, dtype=info.dtype)
+            fake[band] = xr.DataArray(data, dims=("time", "y", "x"), attrs={"nodata": info.nodata})
+        fused = self._mask_and_fuse(self._as_dataset(fake, gbox, [self.days[0]]))
+        return {name: (var.dtype, dict(var.attrs)) for name, var in fused.data_vars.items()}
+
+    def bands_info_items(self):
+        return [(b, self.band_info[b]) for b in self.bands]
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def _dataset(self, href: str):
+        handles = self._handles.open
+        if not handles:
+            with self._lock:
+                self._all_handles.append(handles)
+        src = handles.get(href)
+        if src is None:
+            src = rasterio.open(href)
+            handles[href] = src
+        return src
+
+    def _read_band(self, href: str, band: str, gbox: GeoBox) -> np.ndarray:
+        """One band of one dataset on ``gbox`` (the dataset's own pixel grid); nodata outside its raster."""
+        info = self.band_info[band]
+        fill = info.nodata if info.nodata is not None else 0
+        out = np.full(gbox.shape.yx, fill, dtype=info.dtype)
+        try:
+            src = self._dataset(href)
+            t, g = src.transform, gbox.transform
+            col = (g.c - t.c) / t.a
+            row = (g.f - t.f) / t.e
+            aligned = (
+                CRS(src.crs.to_wkt()) == gbox.crs
+                and t.b == 0
+                and t.d == 0
+                and math.isclose(t.a, g.a, rel_tol=1e-9)
+                and math.isclose(t.e, g.e, rel_tol=1e-9)
+                and abs(col - round(col)) < 1e-6
+                and abs(row - round(row)) < 1e-6
+            )
+            if not aligned:
+                # another pixel grid (e.g. a 20 m band among 10 m ones): nearest, as odc-stac reads it
+                reproject(
+                    rasterio.band(src, 1),
+                    out,
+                    dst_transform=g,
+                    dst_crs=gbox.crs.to_wkt(),
+                    dst_nodata=fill,
+                    resampling=Resampling.nearest,
+                )
+                return out
+            col, row = int(round(col)), int(round(row))
+            ny, nx = out.shape
+            c0, r0 = max(0, col), max(0, row)
+            c1, r1 = min(src.width, col + nx), min(src.height, row + ny)
+            if c1 > c0 and r1 > r0:
+                window = Window(c0, r0, c1 - c0, r1 - r0)
+                out[r0 - row : r1 - row, c0 - col : c1 - col] = src.read(1, window=window).astype(
+                    info.dtype, copy=False
+                )
+        except rasterio.errors.RasterioError as err:
+            raise DatasetError(f"cannot read {href}: {err}") from err
+        return out
+
+    def _as_dataset(self, arrays: dict[str, xr.DataArray], gbox: GeoBox, times) -> xr.Dataset:
+        coords = dict(xr_coords(gbox))
+        coords["time"] = np.asarray(times)
+        return xr.Dataset({k: v.assign_coords(coords) for k, v in arrays.items()})
+
+    def _mask_and_fuse(self, xx: xr.Dataset) -> xr.Dataset:
+        """The plugin's native_transform, then its fuse, on one solar day's datasets (computed, numpy-backed)."""
+        masked = self.plugin.native_transform(xx)
+        masked = masked.compute(scheduler="synchronous")
+        fused = self.plugin.fuse(masked)
+        if "time" in fused.dims:
+            fused = fused.isel(time=0, drop=True)
+        return fused.compute(scheduler="synchronous")
+
+    def _native_day(self, group: _Group, day: np.datetime64, gbox: GeoBox) -> xr.Dataset | None:
+        """The fused observation of ``day`` in ``group`` on the native window ``gbox``; None if nothing is there."""
+        window = gbox.boundingbox
+        present = [obs for obs in group.days[day] if _may_overlap(obs.item, self.bands[0], window)]
+        if not present:
+            return None
+        arrays = {
+            band: xr.DataArray(
+                np.stack([self._read_band(obs.hrefs[band], band, gbox) for obs in present]),
+                dims=("time", "y", "x"),
+                attrs={"nodata": self.band_info[band].nodata},
+            )
+            for band in self.bands
+        }
+        times = np.array([np.datetime64(obs.time, "ns") for obs in present])
+        xx = self._as_dataset(arrays, gbox, times)
+        return self._mask_and_fuse(xx)
+
+    def _warp(
+        self, fused: xr.Dataset, mapping: PixelMap, native: GeoBox, block: GeoBox
+    ) -> dict[str, np.ndarray]:
+        """Every variable of a native-window observation on the block (booleans through uint8 0/255, as before)."""
+        out = {}
+        method = self.plugin.resampling
+        for name, var in fused.data_vars.items():
+            data = np.asarray(var.values)
+            is_bool = data.dtype == bool
+            if is_bool:
+                data = data.astype(np.uint8) * np.uint8(255)
+                nodata = None
+            else:
+                nodata = var.attrs.get("nodata")
+            if method == "nearest":
+                warped = warp_nearest(data, mapping, block.shape.yx, nodata)
+            elif method == "bilinear":
+                warped = warp_bilinear(data, mapping, block.shape.yx, nodata)
+            else:
+                src = xr.DataArray(
+                    data, dims=("y", "x"), coords=xr_coords(native), attrs={"nodata": nodata}
+                )
+                warped = xr_reproject(src, block, resampling=method).values
+            out[name] = warped > 127 if is_bool else warped
+        return out
+
+    def _day_on_block(
+        self, day: np.datetime64, block: GeoBox, natives: list[tuple[GeoBox, PixelMap]]
+    ) -> dict[str, np.ndarray] | None:
+        per_group = []
+        for group, (native, mapping) in zip(self.groups, natives, strict=True):
+            if day not in group.days:
+                continue
+            fused = self._native_day(group, day, native)
+            if fused is not None:
+                per_group.append(self._warp(fused, mapping, native, block))
+        if not per_group:
+            return None
+        if len(self.groups) == 1:
+            return per_group[0]
+        # several native grids: fuse the day's reprojected observations on the tile, as odc-stats does
+        stack = {
+            name: xr.DataArray(
+                np.stack([g[name] for g in per_group]),
+                dims=("time", "y", "x"),
+                attrs=self.variables[name][1],
+            )
+            for name in self.variables
+        }
+        fused = self.plugin.fuse(xr.Dataset(stack, coords=dict(xr_coords(block))))
+        if "time" in fused.dims:
+            fused = fused.isel(time=0, drop=True)
+        fused = fused.compute(scheduler="synchronous")
+        return {name: np.asarray(fused[name].values) for name in self.variables}
+
+    def read(self, ys: slice, xs: slice) -> xr.Dataset:
+        """The block ``tile[ys, xs]``: numpy-backed Dataset with dims ``(time, y, x)``, one time per solar day.
+
+        Days without data over the block hold the variables' nodata (False for masks).
+        """
+        block = self.tile[ys, xs]
+        natives = []
+        for group in self.groups:
+            native = native_geobox(
+                block, group.crs, group.resolution, group.phase, self.plugin.native_buffer_pixels
+            )
+            natives.append((native, pixel_map(native, block)))
+        shape = (len(self.days), *block.shape.yx)
+        arrays = {}
+        for name, (dtype, attrs) in self.variables.items():
+            nodata = attrs.get("nodata")
+            fill = False if np.dtype(dtype).kind == "b" else (nodata if nodata is not None else 0)
+            arrays[name] = np.full(shape, fill, dtype=dtype)
+
+        def job(day: np.datetime64) -> None:
+            result = self._day_on_block(day, block, natives)
+            if result is not None:
+                i = self._day_index[day]
+                for name, values in result.items():
+                    arrays[name][i] = values
+
+        for future in [self._pool.submit(job, day) for day in self.days]:
+            future.result()
+        coords = dict(xr_coords(block))
+        coords["time"] = self.days.astype("datetime64[ns]")
+        data_vars = {
+            name: xr.DataArray(arrays[name], dims=("time", "y", "x"), attrs=self.variables[name][1])
+            for name in self.variables
+        }
+        return xr.Dataset(data_vars, coords=coords)
+
+    def lazy(self, chunk_size: int) -> xr.Dataset:
+        """Every block as one dask task: a lazy Dataset of the whole tile, chunked ``chunk_size`` pixels."""
+        import dask.array as da
+        from dask.base import tokenize
+
+        ny, nx = self.tile.shape.yx
+        y_chunks = tuple(min(chunk_size, ny - y) for y in range(0, ny, chunk_size))
+        x_chunks = tuple(min(chunk_size, nx - x) for x in range(0, nx, chunk_size))
+        token = tokenize(id(self), chunk_size, str(self.tile))
+        block_name = f"eostats-read-{token}"
+        graph: dict = {}
+        for i, y0 in enumerate(range(0, ny, chunk_size)):
+            for j, x0 in enumerate(range(0, nx, chunk_size)):
+                ys, xs = slice(y0, y0 + y_chunks[i]), slice(x0, x0 + x_chunks[j])
+                graph[(block_name, i, j)] = (_read_arrays, self, ys, xs)
+        data_vars = {}
+        for name, (dtype, attrs) in self.variables.items():
+            var_name = f"{name}-{token}"
+            var_graph = dict(graph)
+            for i in range(len(y_chunks)):
+                for j in range(len(x_chunks)):
+                    var_graph[(var_name, 0, i, j)] = (operator.getitem, (block_name, i, j), name)
+            array = da.Array(
+                var_graph, var_name, ((len(self.days),), y_chunks, x_chunks), dtype=dtype
+            )
+            data_vars[name] = xr.DataArray(array, dims=("time", "y", "x"), attrs=attrs)
+        coords = dict(xr_coords(self.tile))
+        coords["time"] = self.days.astype("datetime64[ns]")
+        return xr.Dataset(data_vars, coords=coords)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for handles in self._all_handles:
+                for src in handles.values():
+                    src.close()
+                handles.clear()
+            self._all_handles.clear()
+
+    def __enter__(self) -> TaskReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _may_overlap(item: pystac.Item, band: str, window: Any) -> bool:
+    """Whether the dataset's raster (``proj:shape`` and ``proj:transform``, native CRS) can overlap ``window``;
+    True when the item does not say."""
+    asset = item.assets.get(band)
+    props = {**item.properties, **(asset.extra_fields if asset else {})}
+    shape, transform = props.get("proj:shape"), props.get("proj:transform")
+    if not shape or not transform or transform[1] or transform[3]:
+        return True
+    x0, y0 = transform[2], transform[5]
+    x1, y1 = x0 + transform[0] * shape[1], y0 + transform[4] * shape[0]
+    left, right, bottom, top = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
+    return (
+        left < window.right and right > window.left and bottom < window.top and top > window.bottom
+    )
+
+
+def _read_arrays(reader: TaskReader, ys: slice, xs: slice) -> dict[str, np.ndarray]:
+    block = reader.read(ys, xs)
+    return {name: block[name].values for name in block.data_vars}
 
 
 def load_task(
@@ -99,51 +478,7 @@ def load_task(
 ) -> xr.Dataset:
     """Lazy observations of a task on ``tile``: dims ``(time, y, x)``, one ``time`` per solar day, masked by ``plugin``.
 
-    ``time`` values are solar dates. Spatial chunks are ``chunk_size`` pixels of the tile grid.
+    ``time`` values are solar dates. Spatial chunks are ``chunk_size`` pixels of the tile grid; computing a chunk
+    reads, masks, fuses and reprojects that block (:class:`TaskReader`, two reading threads).
     """
-    items = [it if isinstance(it, pystac.Item) else pystac.Item.from_dict(dict(it)) for it in items]
-    bands = plugin.input_bands
-    by_grid: dict[tuple, list[pystac.Item]] = defaultdict(list)
-    for item in items:
-        missing = [b for b in bands if b not in item.assets]
-        if missing:
-            raise DatasetError(f"dataset {item.id}: missing band(s) {', '.join(missing)}")
-        crs, res, phase = _native_grid(item, bands[0])
-        by_grid[(str(crs), res, round(phase[0], 6), round(phase[1], 6))].append(item)
-
-    per_crs = []
-    for (crs, res, px, py), group in sorted(by_grid.items()):
-        gbox = native_geobox(tile, CRS(crs), res, (px, py), plugin.native_buffer_pixels)
-        native_chunks = max(256, int(math.ceil(chunk_size * tile.resolution.x / res)))
-        try:
-            xx = odc.stac.load(
-                group,
-                bands=bands,
-                geobox=gbox,
-                groupby="id",
-                chunks={"x": native_chunks, "y": native_chunks},
-                resampling="nearest",
-                preserve_original_order=True,
-            )
-        except Exception as err:  # odc-stac errors do not always name the item
-            ids = ", ".join(it.id for it in group)
-            raise DatasetError(f"cannot load datasets {ids}: {err}") from err
-        lons = [Geometry(it.geometry, "EPSG:4326").centroid.coords[0][0] for it in group]
-        days = [solar_day(_utc_naive(it), lon) for it, lon in zip(group, lons, strict=True)]
-        xx = xx.assign_coords(solar_day=("time", np.array(days)))
-        masked = plugin.native_transform(xx)
-        masked["solar_day"] = xx["solar_day"]
-        fused = _fuse_by_solar_day(masked, plugin)
-        fused, bools = _bool_to_uint8(fused)
-        on_tile = xr_reproject(fused, tile, resampling=plugin.resampling, chunks=(chunk_size, chunk_size))
-        per_crs.append(_uint8_to_bool(on_tile, bools))
-
-    if not per_crs:
-        raise DatasetError("task has no datasets")
-    if len(per_crs) == 1:
-        out = per_crs[0]
-    else:
-        stacked = xr.concat(per_crs, dim="time", combine_attrs="override").sortby("time")
-        stacked = stacked.assign_coords(solar_day=("time", stacked["time"].values))
-        out = _fuse_by_solar_day(stacked, plugin)
-    return out.chunk({"time": -1, "y": chunk_size, "x": chunk_size})
+    return TaskReader(items, tile, plugin).lazy(chunk_size)

@@ -1,7 +1,8 @@
 """Run one task end to end: its datasets from the cache → statistic on the tile → COGs, ``.sha1``, STAC item.
 
-The tile is computed one spatial block at a time (``chunk_size`` pixels square): dask reads and reprojects the
-block's inputs with the job's threads, the plugin reduces it, and the result goes into the output arrays. Outputs are
+The tile is computed one spatial block at a time (``chunk_size`` pixels square): a :class:`TaskReader` reads, masks
+and reprojects the block's inputs with the job's threads, the plugin reduces it, and the result goes into the output
+arrays. The next block is read while the current one is reduced, so at most two blocks of inputs are in memory. Outputs are
 built in a temporary sibling directory and renamed into place as a whole; the STAC item is the last file written, so
 its presence means the tile is complete (as in odc-stats).
 """
@@ -12,12 +13,12 @@ import json
 import logging
 import resource
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dask
 import numba
 import xarray as xr
 from odc.geo.xr import xr_coords
@@ -25,7 +26,7 @@ from odc.geo.xr import xr_coords
 from eostats.cache import DatasetCache
 from eostats.cog import CogOptions, write_cog
 from eostats.fileio import atomic_directory, write_json_atomic
-from eostats.loading import load_task
+from eostats.loading import TaskReader
 from eostats.metadata import BandInfo, build_stac_item, write_sha1
 from eostats.periods import parse_period
 from eostats.taskids import TaskId
@@ -67,30 +68,35 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     items = cache.datasets(task)
-    lazy = load_task(items, geobox, plugin, chunk_size=chunk)
-    timings["plan"] = time.perf_counter() - t0
-
-    outputs = plugin.empty_outputs(geobox.shape.yx)
-    blocks = list(_blocks(geobox.shape.yx, chunk))
-    t_load = t_reduce = 0.0
+    threads = max(1, int(threads))
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    with dask.config.set(scheduler="threads", num_workers=threads):
+    with TaskReader(items, geobox, plugin, threads=threads) as reader, ThreadPoolExecutor(1) as prefetch:
+        timings["plan"] = time.perf_counter() - t0
+        outputs = plugin.empty_outputs(geobox.shape.yx)
+        blocks = list(_blocks(geobox.shape.yx, chunk))
+        t_load = t_reduce = 0.0
+        pending = prefetch.submit(reader.read, *blocks[0])
         for i, (ys, xs) in enumerate(blocks, start=1):
             t1 = time.perf_counter()
-            block = lazy.isel(y=ys, x=xs).compute()
+            block = pending.result()
+            # decode the next block while this one is reduced
+            pending = prefetch.submit(reader.read, *blocks[i]) if i < len(blocks) else None
             t2 = time.perf_counter()
             reduced = plugin.reduce(block)
+            del block
             for name in outputs:
                 outputs[name][ys, xs] = reduced[name].values
             t3 = time.perf_counter()
             t_load += t2 - t1
             t_reduce += t3 - t2
             log.info("task %s: block %d of %d done", task, i, len(blocks))
+        n_obs = len(reader.days)
+    # "load": time spent waiting for inputs (reading overlaps reducing); "reduce": the plugin's reductions
     timings["load"] = t_load
     timings["reduce"] = t_reduce
     coords = xr_coords(geobox)
     ds = xr.Dataset({name: xr.DataArray(arr, dims=("y", "x"), coords=coords) for name, arr in outputs.items()})
-    info = {"datasets": len(items), "observations": int(lazy.sizes["time"]), "blocks": len(blocks), "timings": timings}
+    info = {"datasets": len(items), "observations": n_obs, "blocks": len(blocks), "timings": timings}
     return ds, info
 
 

@@ -1,0 +1,248 @@
+"""Resampling many rasters that share one source grid onto one destination grid: nearest and bilinear.
+
+A tile block receives dozens of observations x bands from the same native scene grid. GDAL's warper recomputes
+the pixel mapping and runs its general (nodata-aware) kernel for every array, which costs ~0.2 CPU-s per
+megapixel for bilinear int16 with nodata. Here the mapping is computed once per (source grid, destination grid)
+(:class:`PixelMap`) and every array goes through a small numba kernel.
+
+Conventions follow GDAL's warper (``gdalwarp``/``rasterio.warp.reproject``) so that results match it:
+
+* the destination pixel centre is mapped to source pixel coordinates ``(sx, sy)`` (0 at the source's left/top
+  edge, 1 pixel per unit);
+* nearest: the source pixel ``(floor(sx), floor(sy))``; outside the source, or nodata there, gives nodata;
+* bilinear: GDAL's 4-sample rule: the pixels around ``(sx - 0.5, sy - 0.5)`` weighted bilinearly, nodata and
+  out-of-source samples dropped and the weights renormalised; nodata when the pixel containing the centre is
+  nodata or outside, or the valid weight is below 1e-5; integers rounded half up (``floor(v + 0.5)``), clamped
+  to the dtype, and a valid result equal to nodata is moved one step towards the dtype's interior (GDAL does the
+  same, so nodata only ever means "no data").
+
+Differences from GDAL: GDAL maps coordinates with an approximate transformer (linear along scanlines, error up
+to 1/8 pixel by default); :class:`PixelMap` interpolates exact transforms over an 8-pixel lattice (error far below
+1/1000 pixel for projected CRSs at 30 m), so a destination centre within ~1/8 pixel of a source pixel edge may
+pick the other neighbour where GDAL's approximation would not. Coordinates are in the grids' own CRSs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from odc.geo.geobox import GeoBox
+
+__all__ = ["PixelMap", "pixel_map", "warp_bilinear", "warp_nearest", "FAST_RESAMPLING"]
+
+FAST_RESAMPLING = ("nearest", "bilinear")
+_LATTICE = 8  # destination pixels between exactly transformed lattice points
+
+
+@dataclass
+class PixelMap:
+    """Where every destination pixel centre falls in the source grid, precomputed for many warps.
+
+    ``sx, sy``: float64 ``(ny, nx)`` source pixel coordinates of the destination centres. ``shift``: when the
+    destination grid is the source grid shifted by whole pixels (same CRS, resolution and pixel edges),
+    ``(row, col)`` of the destination's origin in source pixels; the warp is then a copy. The flat source
+    index of the pixel under each centre (for nearest) is derived on first use and kept.
+    """
+
+    sx: np.ndarray
+    sy: np.ndarray
+    src_shape: tuple[int, int]
+    shift: tuple[int, int] | None = None
+    _centre: np.ndarray | None = None
+
+    @property
+    def centre(self) -> np.ndarray:
+        """int64 ``(ny * nx)``: flat source index of the pixel holding each centre, -1 outside the source."""
+        if self._centre is None:
+            self._centre = np.empty(self.sx.size, dtype=np.int64)
+            _centre_index(
+                self.sx.ravel(), self.sy.ravel(), self.src_shape[0], self.src_shape[1], self._centre
+            )
+        return self._centre
+
+
+def pixel_map(src: GeoBox, dst: GeoBox) -> PixelMap:
+    """The :class:`PixelMap` from ``dst`` pixel centres into ``src`` pixels (any two CRSs)."""
+    ny, nx = dst.shape.yx
+    src_shape = tuple(src.shape.yx)
+    if src.crs == dst.crs:
+        a, s = dst.transform, src.transform
+        if (
+            a.b == 0
+            and a.d == 0
+            and s.b == 0
+            and s.d == 0
+            and np.isclose(a.a, s.a)
+            and np.isclose(a.e, s.e)
+        ):
+            col = (a.c - s.c) / s.a
+            row = (a.f - s.f) / s.e
+            if abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6:
+                empty = np.empty((0, 0))
+                return PixelMap(empty, empty, src_shape, (int(round(row)), int(round(col))))
+    rows = np.unique(np.r_[np.arange(0, ny, _LATTICE), ny - 1]).astype(np.float64)
+    cols = np.unique(np.r_[np.arange(0, nx, _LATTICE), nx - 1]).astype(np.float64)
+    cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
+    wx, wy = dst.transform * (cc.ravel(), rr.ravel())
+    if src.crs != dst.crs:
+        to_src = dst.crs.transformer_to_crs(src.crs)
+        wx, wy = to_src(np.asarray(wx), np.asarray(wy))
+    px, py = ~src.transform * (np.asarray(wx), np.asarray(wy))
+    px = np.asarray(px, dtype=np.float64).reshape(rr.shape)
+    py = np.asarray(py, dtype=np.float64).reshape(rr.shape)
+    sx = np.empty((ny, nx), dtype=np.float64)
+    sy = np.empty((ny, nx), dtype=np.float64)
+    _interpolate_lattice(px, py, rows, cols, sx, sy)
+    return PixelMap(sx, sy, src_shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate_lattice(px, py, rows, cols, sx, sy):
+    """Bilinear interpolation of lattice values (at ``rows`` x ``cols``) to every destination pixel."""
+    ny, nx = sx.shape
+    ri = 0
+    for r in range(ny):
+        while ri < rows.size - 2 and r > rows[ri + 1]:
+            ri += 1
+        r0, r1 = rows[ri], rows[min(ri + 1, rows.size - 1)]
+        fr = 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
+        ci = 0
+        for c in range(nx):
+            while ci < cols.size - 2 and c > cols[ci + 1]:
+                ci += 1
+            c0, c1 = cols[ci], cols[min(ci + 1, cols.size - 1)]
+            fc = 0.0 if c1 == c0 else (c - c0) / (c1 - c0)
+            ri1 = min(ri + 1, rows.size - 1)
+            ci1 = min(ci + 1, cols.size - 1)
+            top = px[ri, ci] + (px[ri, ci1] - px[ri, ci]) * fc
+            bottom = px[ri1, ci] + (px[ri1, ci1] - px[ri1, ci]) * fc
+            sx[r, c] = top + (bottom - top) * fr
+            top = py[ri, ci] + (py[ri, ci1] - py[ri, ci]) * fc
+            bottom = py[ri1, ci] + (py[ri1, ci1] - py[ri1, ci]) * fc
+            sy[r, c] = top + (bottom - top) * fr
+
+
+@numba.njit(cache=True, nogil=True)
+def _centre_index(sx, sy, h, w, out):
+    for i in range(sx.size):
+        x = sx[i] + 1e-10  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
+        y = sy[i] + 1e-10
+        out[i] = -1
+        if x >= 0.0 and y >= 0.0:
+            ix = int(x)
+            iy = int(y)
+            if ix < w and iy < h:
+                out[i] = iy * w + ix
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _is_valid(v, nodata, has_nodata):
+    if v != v:  # NaN is never data
+        return False
+    return not (has_nodata and v == nodata)
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest(src, centre, nodata, has_nodata, out):
+    for i in range(centre.size):
+        c = centre[i]
+        out[i] = nodata
+        if c >= 0:
+            v = src[c]
+            if _is_valid(v, nodata, has_nodata):
+                out[i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear(src, sx, sy, nodata, has_nodata, is_int, lo, hi, out):
+    ny, nx = out.shape
+    h, w = src.shape
+    for r in range(ny):
+        for c in range(nx):
+            x = sx[r, c]
+            y = sy[r, c]
+            out[r, c] = nodata
+            if not (x + 1e-10 >= 0.0 and y + 1e-10 >= 0.0):
+                continue
+            cx = int(x + 1e-10)  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
+            cy = int(y + 1e-10)
+            if cx >= w or cy >= h or not _is_valid(src[cy, cx], nodata, has_nodata):
+                continue  # GDAL: no value where the pixel under the centre is missing
+            ix = int(np.floor(x - 0.5))
+            iy = int(np.floor(y - 0.5))
+            rx = 1.5 - (x - ix)
+            ry = 1.5 - (y - iy)
+            acc = 0.0
+            total = 0.0
+            for k in range(4):
+                jx = ix + (k == 1 or k == 2)
+                jy = iy + (k >= 2)
+                if jx < 0 or jy < 0 or jx >= w or jy >= h:
+                    continue
+                v = src[jy, jx]
+                if not _is_valid(v, nodata, has_nodata):
+                    continue
+                wgt = (rx if jx == ix else 1.0 - rx) * (ry if jy == iy else 1.0 - ry)
+                acc += wgt * v
+                total += wgt
+            if total < 1e-5:
+                continue
+            value = acc if total == 1.0 else acc / total
+            if is_int:
+                value = np.floor(value + 0.5)
+                value = min(max(value, lo), hi)
+                if has_nodata and value == nodata:
+                    value = nodata + 1 if nodata == lo else nodata - 1
+            out[r, c] = value
+
+
+def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:
+    src = np.ascontiguousarray(src)
+    has_nodata = nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata))
+    if src.dtype == bool:
+        raise TypeError("boolean rasters: warp them as uint8")
+    fill = src.dtype.type(nodata if has_nodata else (np.nan if src.dtype.kind == "f" else 0))
+    return src, fill, has_nodata
+
+
+def _shifted(src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], fill) -> np.ndarray:
+    row, col = mapping.shift
+    out = np.full(out_shape, fill, dtype=src.dtype)
+    h, w = src.shape
+    r0, c0 = max(0, -row), max(0, -col)
+    r1, c1 = min(out_shape[0], h - row), min(out_shape[1], w - col)
+    if r1 > r0 and c1 > c0:
+        out[r0:r1, c0:c1] = src[r0 + row : r1 + row, c0 + col : c1 + col]
+    return out
+
+
+def warp_nearest(
+    src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], nodata
+) -> np.ndarray:
+    """Nearest-neighbour resampling of a 2-D ``src`` (``mapping.src_shape``) to ``out_shape``; see module."""
+    src, fill, has_nodata = _prepare(src, nodata)
+    if mapping.shift is not None:
+        return _shifted(src, mapping, out_shape, fill)
+    out = np.empty(out_shape, dtype=src.dtype)
+    _nearest(src.ravel(), mapping.centre, fill, has_nodata, out.ravel())
+    return out
+
+
+def warp_bilinear(
+    src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], nodata
+) -> np.ndarray:
+    """GDAL-style 4-sample bilinear resampling of a 2-D ``src`` to ``out_shape``; see the module docstring."""
+    src, fill, has_nodata = _prepare(src, nodata)
+    if mapping.shift is not None:
+        return _shifted(src, mapping, out_shape, fill)
+    out = np.empty(out_shape, dtype=src.dtype)
+    is_int = src.dtype.kind in "iu"
+    if is_int:
+        info = np.iinfo(src.dtype)
+        lo, hi = float(info.min), float(info.max)
+    else:
+        lo, hi = -np.inf, np.inf
+    _bilinear(src, mapping.sx, mapping.sy, fill, has_nodata, is_int, lo, hi, out)
+    return out

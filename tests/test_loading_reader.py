@@ -1,0 +1,261 @@
+"""eostats.loading.TaskReader against the straightforward odc-stac + GDAL pipeline, and the warp kernels vs GDAL.
+
+The reference pipeline (written out below) loads each native grid's datasets with ``odc.stac.load`` on the
+datasets' own pixels over the whole tile, masks and fuses them lazily with the plugin, and reprojects with odc-geo's
+``xr_reproject`` (GDAL's warper). The reader must give the same observations block by block. GDAL's default
+coordinate transformer is approximate (destination pixel centres placed up to 1/8 pixel off), which moves noisy
+bands by 1-3 DN; the reference therefore runs GDAL with its exact transformer (``tolerance=0``), and then
+agreement is required on all but a handful of pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import odc.stac
+import pystac
+import pytest
+import xarray as xr
+from affine import Affine
+from odc.geo.crs import CRS
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from odc.geo.xr import xr_reproject
+from rasterio.warp import Resampling, reproject
+
+from eostats.grids import parse_grid
+from eostats.kernels.warp import pixel_map, warp_bilinear, warp_nearest
+from eostats.loading import TaskReader, load_task, native_geobox, solar_day
+from eostats.plugins import resolve_plugin
+from eostats.sources import read_items
+
+GRID = {"crs": "EPSG:3577", "resolution": 30, "tile_size": 256, "origin": [-2688000, -5472000]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# GDAL's warper vs the warp kernels
+
+
+@pytest.fixture(scope="module")
+def scene() -> tuple[np.ndarray, GeoBox, GeoBox]:
+    """A noisy int16 UTM raster with a nodata disc and scattered nodata, and an Albers grid over it."""
+    rng = np.random.default_rng(0)
+    h = w = 300
+    src = rng.integers(100, 3000, (h, w)).astype(np.int16)
+    yy, xx = np.mgrid[0:h, 0:w]
+    src[(yy - 120) ** 2 + (xx - 90) ** 2 < 40**2] = -999
+    src[rng.random((h, w)) < 0.02] = -999
+    src_box = GeoBox((h, w), Affine(30, 0, 690000, 0, -30, 6100000), "EPSG:32755")
+    dst_box = GeoBox.from_bbox(
+        src_box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30
+    )
+    return src, src_box, dst_box
+
+
+def gdal_warp(src, src_box, dst_box, resampling, nodata):
+    out = np.full(dst_box.shape.yx, nodata if nodata is not None else 0, dtype=src.dtype)
+    reproject(
+        src,
+        out,
+        src_transform=src_box.transform,
+        src_crs=src_box.crs.to_wkt(),
+        dst_transform=dst_box.transform,
+        dst_crs=dst_box.crs.to_wkt(),
+        resampling=resampling,
+        src_nodata=nodata,
+        dst_nodata=nodata,
+        tolerance=0,  # GDAL's exact transformer: no approximation on its side
+    )
+    return out
+
+
+def test_nearest_matches_gdal(scene) -> None:
+    src, src_box, dst_box = scene
+    ours = warp_nearest(src, pixel_map(src_box, dst_box), dst_box.shape.yx, -999)
+    ref = gdal_warp(src, src_box, dst_box, Resampling.nearest, -999)
+    assert np.mean(ours == ref) >= 0.9999
+    np.testing.assert_array_equal(ours == -999, ref == -999)
+
+
+def test_bilinear_matches_gdal_rule(scene) -> None:
+    """Same nodata pattern (centre-pixel rule, renormalised weights) and values within 1 DN (rounding of values
+    within ~1e-3 of a half, from the lattice interpolation of coordinates)."""
+    src, src_box, dst_box = scene
+    ours = warp_bilinear(src, pixel_map(src_box, dst_box), dst_box.shape.yx, -999)
+    ref = gdal_warp(src, src_box, dst_box, Resampling.bilinear, -999)
+    np.testing.assert_array_equal(ours == -999, ref == -999)
+    diff = np.abs(ours.astype(np.int32) - ref)
+    assert diff.max() <= 1
+    assert np.mean(diff == 0) >= 0.98
+
+
+def test_bilinear_float_and_no_nodata(scene) -> None:
+    src, src_box, dst_box = scene
+    floats = np.where(src == -999, np.nan, src / 1e4).astype(np.float32)
+    ours = warp_bilinear(floats, pixel_map(src_box, dst_box), dst_box.shape.yx, np.nan)
+    ref = gdal_warp(floats, src_box, dst_box, Resampling.bilinear, np.nan)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    np.testing.assert_allclose(ours, ref, atol=2e-5, equal_nan=True)
+    # uint8 0/255 masks without nodata: outside the source is 0
+    mask = (src == -999).astype(np.uint8) * 255
+    ours_m = warp_bilinear(mask, pixel_map(src_box, dst_box), dst_box.shape.yx, None)
+    ref_m = gdal_warp(mask, src_box, dst_box, Resampling.bilinear, None)
+    assert np.mean((ours_m > 127) == (ref_m > 127)) >= 0.999
+
+
+def test_whole_pixel_shift_is_a_copy() -> None:
+    src = np.arange(20, dtype=np.int16).reshape(4, 5)
+    src_box = GeoBox((4, 5), Affine(30, 0, 600000, 0, -30, 7000000), "EPSG:32755")
+    dst_box = GeoBox((3, 3), Affine(30, 0, 600030, 0, -30, 6999970), "EPSG:32755")
+    mapping = pixel_map(src_box, dst_box)
+    assert mapping.shift == (1, 1)
+    expected = np.array([[6, 7, 8], [11, 12, 13], [16, 17, 18]], dtype=np.int16)
+    np.testing.assert_array_equal(warp_bilinear(src, mapping, (3, 3), -999), expected)
+    np.testing.assert_array_equal(warp_nearest(src, mapping, (3, 3), -999), expected)
+    beyond = GeoBox((2, 2), Affine(30, 0, 600120, 0, -30, 6999910), "EPSG:32755")
+    np.testing.assert_array_equal(
+        warp_nearest(src, pixel_map(src_box, beyond), (2, 2), -999), [[19, -999], [-999, -999]]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the reference pipeline
+
+
+def _native_grid(item: pystac.Item, band: str):
+    props = {**item.properties, **item.assets[band].extra_fields}
+    t = props["proj:transform"]
+    res = float(t[0])
+    return CRS(props["proj:code"]), res, ((t[2] / res) % 1.0, (t[5] / abs(t[4])) % 1.0)
+
+
+def _fuse_days(xx: xr.Dataset, plugin) -> xr.Dataset:
+    days = xx["solar_day"].values
+    groups = []
+    for day in np.unique(days):
+        fused = plugin.fuse(xx.drop_vars("solar_day").isel(time=np.nonzero(days == day)[0]))
+        groups.append(fused.expand_dims(time=[day]))
+    return xr.concat(groups, dim="time", combine_attrs="override")
+
+
+def reference_load(items: list[dict], tile: GeoBox, plugin) -> xr.Dataset:
+    """odc-stac per native grid → plugin masks → fuse by solar day → xr_reproject; several grids fused on the tile."""
+    parsed = [pystac.Item.from_dict(dict(it)) for it in items]
+    by_grid = defaultdict(list)
+    for item in parsed:
+        crs, res, phase = _native_grid(item, plugin.input_bands[0])
+        by_grid[(str(crs), res, round(phase[0], 6), round(phase[1], 6))].append(item)
+    per_crs = []
+    for (crs, res, px, py), group in sorted(by_grid.items()):
+        gbox = native_geobox(tile, CRS(crs), res, (px, py), plugin.native_buffer_pixels)
+        xx = odc.stac.load(
+            group,
+            bands=plugin.input_bands,
+            geobox=gbox,
+            groupby="id",
+            resampling="nearest",
+            chunks={},
+        )
+        lons = [Geometry(it.geometry, "EPSG:4326").centroid.coords[0][0] for it in group]
+        times = [it.datetime.replace(tzinfo=None) for it in group]
+        order = np.argsort(np.array(times, dtype="datetime64[us]"), kind="stable")
+        days = np.array([solar_day(times[i], lons[i]) for i in order])
+        xx = xx.assign_coords(solar_day=("time", days))
+        masked = plugin.native_transform(xx)
+        masked["solar_day"] = xx["solar_day"]
+        fused = _fuse_days(masked, plugin)
+        bools = [n for n, v in fused.data_vars.items() if v.dtype == bool]
+        for n in bools:
+            fused[n] = (fused[n].astype("uint8") * 255).assign_attrs(nodata=None)
+        # tolerance=0: GDAL's exact transformer, so that only the reader's logic is compared
+        on_tile = xr_reproject(fused, tile, resampling=plugin.resampling, tolerance=0)
+        for n in bools:
+            on_tile[n] = on_tile[n] > 127
+        per_crs.append(on_tile)
+    if len(per_crs) == 1:
+        return per_crs[0].compute()
+    stacked = xr.concat(per_crs, dim="time", combine_attrs="override").sortby("time")
+    stacked = stacked.assign_coords(solar_day=("time", stacked["time"].values))
+    return _fuse_days(stacked, plugin).compute()
+
+
+@pytest.fixture(scope="module")
+def task_items(sample_catalog: Path) -> tuple[list[dict], GeoBox]:
+    """Every dataset touching one 256-px tile of the tiny sample (two UTM zones, two-row passes), year 2020."""
+    grid = parse_grid(GRID)
+    items = [it for it in read_items({"type": "stac_catalog", "path": str(sample_catalog)})]
+    tiles: dict[tuple[int, int], int] = defaultdict(int)
+    for it in items:
+        for t in grid.tiles_for_geometry(Geometry(it["geometry"], "EPSG:4326")):
+            tiles[t] += 1
+    tile = max(tiles, key=tiles.get)
+    box = grid.tile_geobox(*tile)
+    mine = [
+        it
+        for it in items
+        if tile in grid.tiles_for_geometry(Geometry(it["geometry"], "EPSG:4326"))
+        and it["properties"]["datetime"].startswith("2020")
+    ]
+    assert len({it["properties"]["proj:code"] for it in mine}) == 2  # both UTM zones
+    return mine, box
+
+
+@pytest.mark.parametrize(
+    "plugin_name,config",
+    [
+        ("pq", {}),
+        (
+            "gm-ls",
+            {
+                "cloud_filters": {
+                    "cloud": [["opening", 3], ["dilation", 6]],
+                    "shadow": [["dilation", 6]],
+                }
+            },
+        ),
+    ],
+)
+def test_reader_matches_reference_pipeline(task_items, plugin_name, config) -> None:
+    items, tile = task_items
+    plugin = resolve_plugin(plugin_name, config)
+    ref = reference_load(items, tile, plugin)
+    with TaskReader(items, tile, plugin, threads=2) as reader:
+        np.testing.assert_array_equal(reader.days.astype("datetime64[ns]"), ref["time"].values)
+        half = tile.shape.y // 2
+        # two blocks of different shapes, stitched: block edges must not show
+        top, bottom = (
+            reader.read(slice(0, half), slice(0, None)),
+            reader.read(slice(half, None), slice(0, None)),
+        )
+    ours = xr.concat([top, bottom], dim="y")
+    assert set(ours.data_vars) == set(ref.data_vars)
+    for name in ref.data_vars:
+        a, b = ours[name].values, ref[name].values
+        assert a.dtype == b.dtype, name
+        assert a.shape == b.shape, name
+        if a.dtype.kind in "iu" and plugin.resampling == "bilinear":
+            nodata = ref[name].attrs.get("nodata")
+            np.testing.assert_array_equal(a == nodata, b == nodata, err_msg=name)
+            diff = np.abs(a.astype(np.int32) - b)[(a != nodata) & (b != nodata)]
+            # the lattice of exact transforms vs GDAL's per-pixel ones: a value within ~1e-3 of a half may round
+            # the other way
+            assert diff.max() <= 1 and np.mean(diff == 0) >= 0.998, name
+        else:
+            assert np.mean(a == b) >= 0.9999, name
+        assert np.any(a != (False if a.dtype == bool else ref[name].attrs.get("nodata"))), name
+
+
+def test_lazy_load_task_equals_blocks(task_items) -> None:
+    items, tile = task_items
+    plugin = resolve_plugin("pq", {})
+    lazy = load_task(items, tile, plugin, chunk_size=100)
+    assert lazy["valid"].data.chunks[1:] == ((100, 100, 56), (100, 100, 56))
+    whole = lazy.compute(scheduler="threads")
+    with TaskReader(items, tile, plugin) as reader:
+        block = reader.read(slice(100, 200), slice(0, 256))
+    for name in block.data_vars:
+        np.testing.assert_array_equal(whole[name].values[:, 100:200], block[name].values)
+    assert math.isclose(float(whole["valid"].sum()), float(whole["valid"].values.sum()))
