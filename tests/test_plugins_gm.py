@@ -465,3 +465,49 @@ def test_sentinel2_sample_layers(product_sample):
         assert item.assets["B11"].extra_fields["proj:shape"] == [scl.height, scl.width]
     # cloud shadows, cloud medium/high probability, thin cirrus, water, land classes all occur
     assert {0, 3, 4, 5, 6, 8, 9, 10} <= scl_seen
+
+
+# --------------------------------------------------------------------------------------------------
+# RGBA preview and thumbnail
+
+
+def test_rgba_preview_matches_odc_algo_and_hand_values(tmp_path):
+    import rasterio
+    from odc.algo._rgba import to_rgba_np
+    from odc.geo.geobox import GeoBox
+
+    from eostats.plugins.preview import rgb_bands_of, to_rgba, write_rgba, write_thumbnail
+
+    rng = np.random.default_rng(6)
+    r, g, b = (rng.integers(-50, 4000, (40, 60)).astype(np.int16) for _ in range(3))
+    r[0, :5] = -999
+    ours = to_rgba(r, g, b, nodata=-999, clamp=(1, 3000))
+    theirs = to_rgba_np(r, g, b, -999, (1, 3000))  # (y, x, 4)
+    np.testing.assert_array_equal(ours, np.moveaxis(theirs, -1, 0))
+    # by hand: 1 -> 0, 3000 and above -> 255, 1500 -> (1499 * 255) // 2999 = 127; alpha from red's nodata
+    px = to_rgba(
+        np.array([[1, 1500, 5000, -999]], np.int16),
+        *(np.full((1, 4), 1500, np.int16),) * 2,
+        nodata=-999,
+    )
+    np.testing.assert_array_equal(px[0], [[0, 127, 255, 0]])
+    np.testing.assert_array_equal(px[3], [[255, 255, 255, 0]])
+    f = to_rgba(
+        np.array([[np.nan, 0.5]], np.float32),
+        *(np.full((1, 2), 0.25, np.float32),) * 2,
+        nodata=None,
+        clamp=(0, 1),
+    )
+    np.testing.assert_array_equal(f[:, 0, 1], [127, 63, 63, 255])
+    assert f[3, 0, 0] == 0
+
+    assert rgb_bands_of(resolve_plugin("gm-s2")) == ("B04", "B03", "B02")
+    assert rgb_bands_of(resolve_plugin("pq-s2")) is None
+    gbox = GeoBox.from_bbox((0, 0, 60 * 30, 40 * 30), "EPSG:3577", resolution=30)
+    cog = write_rgba(tmp_path / "x_rgba.tif", ours, gbox)
+    with rasterio.open(cog) as src:
+        assert src.count == 4 and src.dtypes[0] == "uint8" and src.crs.to_epsg() == 3577
+        np.testing.assert_array_equal(src.read(), ours)
+    thumb = write_thumbnail(tmp_path / "x_thumbnail.jpg", ours, max_size=20)
+    with rasterio.open(thumb) as src:
+        assert src.driver == "JPEG" and (src.height, src.width) == (14, 20) and src.count == 3

@@ -62,6 +62,8 @@ class GeomedianGeneric(StatsPlugin):
         eps: float | None = None,
         maxiters: int = 1000,
         rounding: str = "truncate",
+        rgb_bands: Sequence[str] | None = None,
+        rgb_clamp: Sequence[float] = (1, 3000),
         resampling: str = "bilinear",
         **unknown: Any,
     ) -> None:
@@ -71,6 +73,15 @@ class GeomedianGeneric(StatsPlugin):
                 f"plugin '{self.NAME}' needs plugin_config.bands (the bands to summarise)"
             )
         self.bands = check_bands(bands)
+        # the preview's red, green and blue bands (eostats.plugins.preview) and their display range
+        if rgb_bands is not None and (
+            len(rgb_bands) != 3 or any(b not in self.bands for b in rgb_bands)
+        ):
+            raise PluginConfigError(
+                f"plugin_config.rgb_bands must be three of {', '.join(self.bands)}, got {rgb_bands!r}"
+            )
+        self.rgb_bands = tuple(rgb_bands) if rgb_bands is not None else None
+        self.rgb_clamp = (float(rgb_clamp[0]), float(rgb_clamp[1]))
         self.mask: ClassMask | None = None
         if mask_band:
             self.mask = ClassMask.from_config(

@@ -54,11 +54,15 @@ class GeomedianLandsatBitmask(GeomedianGeneric):
         output_dtype: str = "uint16",
         eps: float | None = None,
         maxiters: int = 1000,
+        rgb_bands: Sequence[str] | None = ("red", "green", "blue"),
         resampling: str = "bilinear",
         **unknown: Any,
     ) -> None:
         super().__init__(
             bands=bands,
+            rgb_bands=rgb_bands
+            if rgb_bands is None or all(b in bands for b in rgb_bands)
+            else None,
             aux_names=aux_names,
             output_dtype=output_dtype,
             output_nodata=NODATA,

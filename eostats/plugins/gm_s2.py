@@ -37,9 +37,13 @@ class GeomedianS2(GeomedianGeneric):
         nodata_classes: Sequence[str] | None = ("no data",),
         output_dtype: str = "uint16",
         output_nodata: int | float = 0,
+        rgb_bands: Sequence[str] | None = ("B04", "B03", "B02"),
         **kwargs: Any,
     ) -> None:
         super().__init__(
+            rgb_bands=rgb_bands
+            if rgb_bands is None or all(b in bands for b in rgb_bands)
+            else None,
             bands=bands,
             mask_band=mask_band,
             mask_classes=mask_classes,
