@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -164,6 +165,9 @@ class RunOptions:
         resolution: float | None = None,
         location: str | None = None,
         max_processing_time: int | None = None,
+        memory_limit: str | None = None,
+        dataset_filters: str | None = None,
+        apply_eodatasets3: bool | None = None,
     ) -> RunOptions:
         raw = read_yaml_option(config_value, "config") if config_value else {}
         workflow, runner = split_runner_keys(raw)
@@ -188,6 +192,12 @@ class RunOptions:
             workflow["output_location"] = (
                 location[len("file://") :] if location.startswith("file://") else location
             )
+        if memory_limit is not None:
+            workflow["memory_limit"] = memory_limit
+        if dataset_filters is not None:
+            workflow["dataset_filters"] = dataset_filters
+        if apply_eodatasets3:
+            workflow["apply_eodatasets3"] = True
         if max_processing_time is not None:
             if "max_processing_time" in load_schema().get("properties", {}):
                 workflow["max_processing_time"] = max_processing_time
@@ -253,9 +263,45 @@ class RunOptions:
                 poll_interval=float(self.setting("future_poll_interval", DEFAULT_POLL_INTERVAL_S)),
                 max_processing_time=float(self.setting("max_processing_time", 0) or 0),
                 heartbeat=heartbeat or self.setting("heartbeat_filepath", None),
+                memory_limit=parse_memory_limit(self.setting("memory_limit", None)),
             )
         except (TypeError, ValueError) as err:
             fail(f"config: {err}")
+
+
+_MEMORY_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 2**10,
+    "kib": 2**10,
+    "mi": 2**20,
+    "mib": 2**20,
+    "gi": 2**30,
+    "gib": 2**30,
+    "ti": 2**40,
+    "tib": 2**40,
+}
+
+
+def parse_memory_limit(value: Any) -> int:
+    """Bytes of a memory limit as odc-stats (dask) writes it: ``60Gi``, ``4GB``, ``2000MB``, ``1.5G``, a number of
+    bytes; ``None``, ``""`` or 0: no limit (0). ValueError naming the value otherwise."""
+    if value in (None, "", 0, "0"):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _MEMORY_UNITS:
+        raise ValueError(f"memory limit {value!r} is not a size such as 60Gi, 4GB or 2000MB")
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
 
 
 def check_run(run: Any) -> None:
@@ -335,6 +381,25 @@ def main(verbose: int) -> None:
 @click.option(
     "--heartbeat-filepath", help="File that gets the UTC time at each poll (liveness probe)."
 )
+@click.option(
+    "--memory-limit",
+    help="Stop and fail a task whose memory exceeds this (60Gi, 4GB, 2000MB); runs each task in a child process.",
+)
+@click.option(
+    "--dataset-filters",
+    help='Run-time filter on dataset properties: JSON objects joined by "|" ({"platform": "landsat-8"}).',
+)
+@click.option(
+    "--apply_eodatasets3",
+    "--apply-eodatasets3",
+    "apply_eodatasets3",
+    is_flag=True,
+    default=None,
+    help="Also write eo3 .odc-metadata.yaml and .proc-info.yaml (for datacube dataset add).",
+)
+@click.option(
+    "--public/--no-public", default=None, help="odc-stats' S3 ACL switch; accepted, unused."
+)
 def run_command(
     cache: str | None,
     tasks: tuple[str, ...],
@@ -351,6 +416,10 @@ def run_command(
     from_sqs: str | None,
     max_processing_time: int | None,
     heartbeat_filepath: str | None,
+    memory_limit: str | None,
+    dataset_filters: str | None,
+    apply_eodatasets3: bool | None,
+    public: bool | None,
 ) -> None:
     """Run TASKS of the dataset CACHE (all tasks by default), or tasks from an SQS queue.
 
@@ -370,6 +439,9 @@ def run_command(
         resolution=resolution,
         location=location,
         max_processing_time=max_processing_time,
+        memory_limit=memory_limit,
+        dataset_filters=dataset_filters,
+        apply_eodatasets3=apply_eodatasets3,
     )
     config = options.validated()
     overwrite = bool(overwrite if overwrite is not None else options.setting("overwrite", False))
@@ -456,7 +528,7 @@ def _run_local(
 ) -> RunCounts:
     """Tasks one after the other; in a watched child process when a time limit or a heartbeat is asked for."""
     counts = RunCounts()
-    supervised = bool(settings.max_processing_time or settings.heartbeat)
+    supervised = bool(settings.max_processing_time or settings.heartbeat or settings.memory_limit)
     for task in tasks:
         if not overwrite and output_exists(run.product.stac_path(task)):
             outcome = TaskOutcome(task, "skipped", error="output exists")
@@ -467,6 +539,7 @@ def _run_local(
                 poll_interval=settings.poll_interval,
                 max_processing_time=settings.max_processing_time,
                 heartbeat=settings.heartbeat,
+                memory_limit=settings.memory_limit,
             )
         else:
             log.info("task %s: started", task)
@@ -670,6 +743,9 @@ def where_results_command(configfile: str) -> None:
     if run.config["source"]["type"] == "sample":
         click.echo(f"sample:         {run.sample_catalog}")
 
+
+# odc-stats' other commands (save-tasks, generate-cache, generate-mosaic, locate-grids, import-cache, ...)
+from eostats import cli_odc  # noqa: E402, F401  (registers them on `main`)
 
 if __name__ == "__main__":
     main()

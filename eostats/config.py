@@ -86,7 +86,44 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise ConfigError(_describe(errors[0]))
+    _fold_save_tasks_keys(instance, given_source="source" in config)
     return instance
+
+
+#: odc-stats save-tasks keys that describe a datacube source
+SAVE_TASKS_SOURCE_KEYS = (
+    "input_products",
+    "gqa",
+    "dataset_filter",
+    "ignore_time",
+    "optional_products",
+)
+
+
+def _fold_save_tasks_keys(instance: dict[str, Any], *, given_source: bool) -> None:
+    """odc-stats' top-level save-tasks keys describe a datacube source: move them into ``source``.
+
+    A config with ``input_products`` and no ``source`` (an odc-stats YAML) reads from the datacube index; keys
+    already in ``source`` win. With another source type these keys are an error, not silently ignored.
+    """
+    present = [k for k in SAVE_TASKS_SOURCE_KEYS if instance.get(k) not in (None, "", [], {})]
+    if present and not given_source and instance.get("input_products"):
+        instance["source"] = {"type": "datacube"}
+    source = instance["source"]
+    if source.get("type") == "datacube":
+        for key in present:
+            if source.get(key) in (None, "", [], {}):
+                source[key] = instance[key]
+        if not source.get("input_products"):
+            raise ConfigError(
+                "config key 'source': a datacube source needs input_products (e.g. ga_ls8c_ard_3)"
+            )
+    elif present:
+        raise ConfigError(
+            f"config key{'s' if len(present) > 1 else ''} {', '.join(map(repr, present))} "
+            f"{'describe' if len(present) > 1 else 'describes'} a datacube "
+            f"source, but source type is {source.get('type')!r} (set source: {{type: datacube}})"
+        )
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -621,6 +621,18 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
+def _resident_bytes(process: multiprocessing.process.BaseProcess) -> int:
+    """Resident memory of a child process and its own children (0 once it is gone)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(process.pid)
+        children = proc.children(recursive=True)
+        return proc.memory_info().rss + sum(c.memory_info().rss for c in children)
+    except (psutil.Error, TypeError):
+        return 0
+
+
 def _stop(process: multiprocessing.process.BaseProcess) -> None:
     if process.is_alive():
         process.kill()
@@ -635,8 +647,12 @@ def run_supervised(
     max_processing_time: float = 0,
     heartbeat: str | Path | None = None,
     on_poll: Callable[[], None] | None = None,
+    memory_limit: int = 0,
 ) -> TaskOutcome:
     """Run ``job`` in a child process and watch it; never raises for a failure of the task itself.
+
+    ``memory_limit`` (bytes, 0: none; odc-stats' ``memory_limit``): the child is stopped and the task failed once
+    its resident memory exceeds it (checked at least every second).
 
     Every ``poll_interval`` seconds: write ``heartbeat`` (if given), call ``on_poll`` (lease renewal), and stop
     the child once ``max_processing_time`` seconds (0: no limit) have passed since ``started``
@@ -673,7 +689,16 @@ def run_supervised(
                     error=f"cancelled after {elapsed:.0f} s (max_processing_time {max_processing_time:g} s)",
                     seconds=elapsed,
                 )
-            wait = poll_interval
+            if memory_limit and _resident_bytes(process) > memory_limit:
+                used = _resident_bytes(process)
+                _stop(process)
+                return TaskOutcome(
+                    job.task,
+                    "failed",
+                    error=f"stopped at {used / 2**20:.0f} MiB resident memory (memory_limit {memory_limit / 2**20:.0f} MiB)",
+                    seconds=time.monotonic() - started,
+                )
+            wait = min(poll_interval, 1.0) if memory_limit else poll_interval
             if max_processing_time:
                 wait = max(0.0, min(wait, max_processing_time - elapsed + 0.01))
             if receiver.poll(wait):
@@ -722,6 +747,7 @@ class QueueSettings:
     poll_interval: float = DEFAULT_POLL_INTERVAL_S
     max_processing_time: float = 0
     heartbeat: str | None = None
+    memory_limit: int = 0  # bytes [memory_limit]; 0: none
 
     def __post_init__(self) -> None:
         if self.lease < 1:
@@ -818,6 +844,7 @@ def _process_message(
                 max_processing_time=settings.max_processing_time,
                 heartbeat=settings.heartbeat,
                 on_poll=lambda: lease.extend_if_needed(settings.lease, settings.renew_margin),
+                memory_limit=settings.memory_limit,
             )
     if outcome.status == "failed":
         lease.release()

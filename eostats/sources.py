@@ -11,6 +11,9 @@ A source is a mapping with a ``type`` key:
 ``{type: stac_api, url: ..., collections: [...], bbox: [...], datetime: "2020/2021", ...}``
     a STAC API item search (pystac-client); optional ``query``, ``filter``, ``filter_lang``,
     ``intersects``, ``ids``, ``limit`` (page size), ``method`` and ``headers``.
+``{type: datacube, input_products: a+b, env: ..., gqa: ..., dataset_filter: {...}, ...}``
+    an Open Data Cube index (:mod:`eostats.odc_index`): every dataset of the products, as STAC items that
+    carry their eo3 documents.
 ``{type: sample, path: dir, spec: {...}}``
     the synthetic sample collection (:mod:`eostats.sample`) in ``dir``, generated first if
     ``dir/catalog.json`` does not exist yet (``spec``, alias ``sample``: ``SampleSpec`` fields;
@@ -49,7 +52,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _loads = json.loads
     _JSONError = (ValueError,)
 
-SOURCE_TYPES = ("stac_catalog", "item_collection", "ndjson", "stac_api", "sample")
+SOURCE_TYPES = ("stac_catalog", "item_collection", "ndjson", "stac_api", "sample", "datacube")
 
 
 class SourceError(ValueError):
@@ -72,6 +75,7 @@ def read_items(source: Mapping) -> Iterator[dict]:
         "ndjson": _read_ndjson,
         "stac_api": _read_stac_api,
         "sample": _read_sample,
+        "datacube": _read_datacube,
     }
     if kind not in readers:
         raise SourceError(
@@ -196,6 +200,16 @@ def _read_sample(source: Mapping) -> Iterator[dict]:
                 f"(differs in {', '.join(differing)}); remove it or point 'path' elsewhere"
             )
     return _read_catalog({"path": str(catalog)})
+
+
+def _read_datacube(source: Mapping) -> Iterator[dict]:
+    """An Open Data Cube index (:mod:`eostats.odc_index`): items converted from its eo3 datasets."""
+    from eostats.odc_index import DatacubeSourceError, read_datacube_items
+
+    try:
+        return read_datacube_items(source)
+    except DatacubeSourceError as err:
+        raise SourceError(str(err)) from None
 
 
 def _stored_sample_spec(catalog: Path) -> dict | None:

@@ -30,5 +30,12 @@ with job_logging(snakemake.log[0], "dataset_cache") as log:  # noqa: F821
         "tiles": run.config["tiles"],
         "exclude_datasets": run.config["exclude_datasets"],
     }
-    summary = build_cache(items, run.grid, run.binning, snakemake.output.cache, source, settings)  # noqa: F821
+    if source["type"] == "datacube":
+        # the same builder as `eostats save-tasks`: year windows over the padded range, product expressions
+        from eostats.odc_index import build_datacube_cache
+
+        cache_path = snakemake.output.cache  # noqa: F821
+        summary = build_datacube_cache(source, run.grid, run.binning, cache_path, settings)
+    else:
+        summary = build_cache(items, run.grid, run.binning, snakemake.output.cache, source, settings)  # noqa: F821
     log.info("dataset cache %s: %s", snakemake.output.cache, summary)  # noqa: F821

@@ -20,7 +20,7 @@ def test_default_config_is_valid_and_defaults_are_filled():
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"bogus": 1}, "unknown config key 'bogus'; allowed: chunk_size, cog_opts"),
+        ({"bogus": 1}, "unknown config key 'bogus'; allowed: apply_eodatasets3, aws_unsigned, chunk_size, cog_opts"),
         ({"frequency": "weekly"}, "config key 'frequency' has value 'weekly'; allowed: None, 'annual'"),
         ({"temporal_range": "2020-P1Y"}, "config key 'temporal_range' has invalid value '2020-P1Y'"),
         ({"grid": {"crs": "EPSG:3577", "resolution": 30}}, "config key 'grid' has invalid value"),
