@@ -25,9 +25,11 @@ from odc.geo.xr import xr_coords
 
 from eostats.cache import DatasetCache
 from eostats.cog import CogOptions, write_cog
+from eostats.eo3 import source_dataset_ids, write_tile_documents
 from eostats.fileio import atomic_directory, write_json_atomic
 from eostats.loading import TaskReader
 from eostats.metadata import BandInfo, build_stac_item, write_sha1
+from eostats.odc_index import task_items
 from eostats.periods import parse_period
 from eostats.taskids import TaskId
 from eostats.workflow import Run
@@ -67,7 +69,7 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
     chunk = int(run.config["chunk_size"])
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    items = cache.datasets(task)
+    items = task_items(run, cache, task)
     threads = max(1, int(threads))
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     with TaskReader(items, geobox, plugin, threads=threads) as reader, ThreadPoolExecutor(1) as prefetch:
@@ -100,7 +102,13 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
     return ds, info
 
 
-def write_tile(run: Run, task: TaskId, data: xr.Dataset, source_ids: list[str]) -> list[Path]:
+def write_tile(
+    run: Run,
+    task: TaskId,
+    data: xr.Dataset,
+    source_ids: list[str],
+    source_items: list[dict] | None = None,
+) -> list[Path]:
     """Write one COG per measurement, the ``.sha1`` and the STAC item (last) into the task directory, atomically."""
     product = run.product
     plugin = run.plugin
@@ -129,6 +137,11 @@ def write_tile(run: Run, task: TaskId, data: xr.Dataset, source_ids: list[str]) 
             processing_datetime=datetime.now(UTC),
             period_range=(period.start, period.end),
         )
+        if run.config.get("apply_eodatasets3"):
+            # eo3 documents for `datacube dataset add`, written before the STAC item
+            written += write_tile_documents(
+                tmp_dir, run, task, geobox, bands, item, source_ids, source_items or [], sha1_name
+            )
         write_json_atomic(tmp_dir / Path(product.stac_path(task)).name, item)
     return [final_dir / p.name for p in written] + [final_dir / sha1_name, Path(product.stac_path(task))]
 
@@ -141,7 +154,8 @@ def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -
         raise KeyError(f"task {task} is not in the cache {cache_path}")
     data, info = compute_tile(run, cache, task, threads)
     t1 = time.perf_counter()
-    files = write_tile(run, task, data, cache.dataset_ids(task))
+    items = task_items(run, cache, task)
+    files = write_tile(run, task, data, source_dataset_ids(items), items)
     timings = dict(info["timings"], write=time.perf_counter() - t1, total=time.perf_counter() - t0)
     return TileReport(
         task=str(task),
