@@ -17,6 +17,8 @@
     an odc-stats (odc-dscache LMDB) cache → this project's SQLite cache (:mod:`eostats.dscache_import`).
 ``eostats stac-to-eo3 SOURCE OUT_DIR``
     eo3 product definitions and dataset documents of a STAC source, to index it with ``datacube``.
+``eostats output-product --config CFG [OUTPUT]``
+    the eo3 product definition of a run's outputs (``datacube product add`` it before indexing the outputs).
 """
 
 from __future__ import annotations
@@ -561,3 +563,28 @@ def stac_to_eo3_command(source: str, out_dir: str) -> None:
     for path in products:
         click.echo(f"product: {path}")
     click.echo(f"{len(datasets)} dataset document(s) in {out_dir}")
+
+
+@main.command("output-product")
+@click.argument("output", required=False)
+@click.option(
+    "--config", "config_value", required=True, help="The run config (YAML file or inline YAML)."
+)
+def output_product_command(output: str | None, config_value: str) -> None:
+    """The eo3 product definition of the outputs of the run CONFIG, to OUTPUT (default: standard output).
+
+    `datacube product add` it, then `datacube dataset add` the tiles' .odc-metadata.yaml files (written with
+    apply_eodatasets3: true or `eostats run --apply_eodatasets3`).
+    """
+    from eostats.cli import RunOptions, check_run
+    from eostats.eo3 import dump_yaml, output_product_definition
+    from eostats.workflow import Run
+
+    run = Run(RunOptions.from_cli(config_value).validated())
+    check_run(run)
+    text = dump_yaml(output_product_definition(run.product, run.plugin.measurements))
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)

@@ -480,3 +480,38 @@ def test_locate_grids_lists_tiles_meeting_the_extent(tmp_path: Path, sample_cata
         main, [*args, "--attr-filter", "FEAT_CODE != 'sea'"], catch_exceptions=False
     )
     assert out.read_text().splitlines() == ["275,97"]
+
+
+def test_memory_limit_stops_a_task_that_exceeds_it(pq_outputs: Path, tmp_path: Path):
+    config = yaml.safe_load((pq_outputs / "run.yaml").read_text())
+    config["output_location"] = str(tmp_path / "out")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    args = [
+        "run",
+        str(pq_outputs / "stac.sqlite"),
+        "2021--P1Y/275/97",
+        "--config",
+        str(tmp_path / "run.yaml"),
+    ]
+    result = CliRunner().invoke(
+        main, [*args, "--memory-limit", "1MB"]
+    )  # a Python process alone is larger
+    assert result.exit_code == 1
+    assert "memory_limit 1 MiB" in result.output and "E:1" in result.output
+    assert not list(tmp_path.rglob("*.stac-item.json"))
+    bad = CliRunner().invoke(main, [*args, "--memory-limit", "lots"])
+    assert bad.exit_code == 1 and "memory limit 'lots' is not a size" in bad.output
+
+
+def test_output_product_definition_of_a_run(tmp_path: Path):
+    config = {"plugin": "pq", "product": {"name": "pq_out", "version": "2.0.0"}}
+    result = CliRunner().invoke(
+        main, ["output-product", "--config", json.dumps(config)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.output)
+    assert doc["name"] == "pq_out" and doc["metadata_type"] == "eo3"
+    # the pq plugin's bands: total, clear and one clear_<filter> per cloud filter chain, uint16 with nodata 0
+    names = [m["name"] for m in doc["measurements"]]
+    assert names[:2] == ["total", "clear"] and all(n.startswith("clear_") for n in names[2:])
+    assert {(m["dtype"], m["nodata"]) for m in doc["measurements"]} == {("uint16", 0)}
