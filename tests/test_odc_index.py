@@ -377,3 +377,47 @@ def test_fused_cache_items_carry_bands_of_both_products(scenes_index, tmp_path, 
             "bs",
             "water",
         ]
+
+
+@pytest.mark.workflow
+def test_workflow_cache_rule_reads_the_index(sample_index, sample_catalog, tmp_path):
+    """An odc-stats YAML (input_products, no source) run through Snakemake up to the task list: the cache rule
+    builds from the index with the same function as save-tasks, and the tasks equal the STAC catalog's."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from eostats.tasklists import task_csv_text
+
+    repo = Path(__file__).resolve().parents[1]
+    config = {
+        "results": str(tmp_path / "results"),
+        "run_name": "dc",
+        "input_products": "sample_ls_ard_3",
+        "grid": GRID,
+        "frequency": "annual",
+        "years": [2020, 2021],
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).parent / "snakemake"
+    cmd = [str(snakemake), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "--configfile"]
+    cmd += [str(tmp_path / "config.yaml"), "--profile", str(repo / "profiles" / "local"), "--cores", "1"]
+    cmd += [str(tmp_path / "results/tasks/dc.csv")]
+    env = {**sample_index.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    build_cache(
+        read_items({"type": "stac_catalog", "path": str(sample_catalog)}),
+        parse_grid(GRID),
+        make_binning("annual", years=(2020, 2021)),
+        tmp_path / "stac.sqlite",
+        {"type": "stac_catalog"},
+        {},
+    )
+    with DatasetCache.open(tmp_path / "stac.sqlite") as stac:
+        assert (tmp_path / "results/tasks/dc.csv").read_text() == task_csv_text(stac)
+    with DatasetCache.open(tmp_path / "results/tasks/dc.sqlite") as cache:
+        assert cache.source["type"] == "datacube" and "odc_products" in cache.settings
