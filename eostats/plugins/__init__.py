@@ -29,9 +29,20 @@ def registered() -> dict[str, type[StatsPlugin]]:
 
 
 def _import_builtins() -> None:
-    from eostats.plugins import gm_ls, pq  # noqa: F401  (registration side effect)
-    from eostats.plugins import fc_percentiles, gm_generic, gm_ls_bitmask, gm_s2, pq_ls_bitmask, pq_s2  # noqa: F401
-    from eostats.plugins import reducers, tcw_percentiles, wofs  # noqa: F401
+    # imported for their registration side effect
+    from eostats.plugins import (  # noqa: F401
+        fc_percentiles,
+        gm_generic,
+        gm_ls,
+        gm_ls_bitmask,
+        gm_s2,
+        pq,
+        pq_ls_bitmask,
+        pq_s2,
+        reducers,
+        tcw_percentiles,
+        wofs,
+    )
 
 
 def plugin_class(name_or_path: str) -> type[StatsPlugin]:
