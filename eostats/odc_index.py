@@ -177,7 +177,8 @@ def connect(source: DatacubeSource, app: str = "eostats"):
     from datacube import Datacube
 
     try:
-        return Datacube(config=source.config or None, env=source.env or None, app=app)
+        config = list(source.config) if isinstance(source.config, tuple) else source.config
+        return Datacube(config=config or None, env=source.env or None, app=app)
     except Exception as err:  # datacube raises several config and connection errors
         where = f"environment {source.env!r}" if source.env else "the default datacube environment"
         raise DatacubeSourceError(

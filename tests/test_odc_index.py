@@ -402,8 +402,21 @@ def test_workflow_cache_rule_reads_the_index(sample_index, sample_catalog, tmp_p
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake = Path(sys.executable).parent / "snakemake"
-    cmd = [str(snakemake), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "--configfile"]
-    cmd += [str(tmp_path / "config.yaml"), "--profile", str(repo / "profiles" / "local"), "--cores", "1"]
+    cmd = [
+        str(snakemake),
+        "-s",
+        str(repo / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+    ]
+    cmd += [
+        str(tmp_path / "config.yaml"),
+        "--profile",
+        str(repo / "profiles" / "local"),
+        "--cores",
+        "1",
+    ]
     cmd += [str(tmp_path / "results/tasks/dc.csv")]
     env = {**sample_index.env, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -421,3 +434,33 @@ def test_workflow_cache_rule_reads_the_index(sample_index, sample_catalog, tmp_p
         assert (tmp_path / "results/tasks/dc.csv").read_text() == task_csv_text(stac)
     with DatasetCache.open(tmp_path / "results/tasks/dc.sqlite") as cache:
         assert cache.source["type"] == "datacube" and "odc_products" in cache.settings
+
+
+def test_named_environment_from_a_datacube_conf(sample_index, tmp_path, monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith(("ODC_", "DATACUBE_")):
+            monkeypatch.delenv(key)
+    conf = tmp_path / "datacube.conf"
+    conf.write_text(f"statsenv:\n  index_driver: postgres\n  db_url: {sample_index.db_url}\n")
+    source = DatacubeSource.from_mapping(
+        {
+            "type": "datacube",
+            "input_products": "sample_ls_ard_3",
+            "env": "statsenv",
+            "config": str(conf),
+        }
+    )
+    dc = connect(source)
+    try:
+        assert len(list(find_records(dc, source))) == 10
+    finally:
+        dc.close()
+    missing = DatacubeSource.from_mapping({**source.to_mapping(), "env": "nope"})
+    with pytest.raises(DatacubeSourceError, match="environment 'nope'"):
+        dc = connect(missing)
+        try:
+            list(find_records(dc, missing))
+        finally:
+            dc.close()
