@@ -15,7 +15,8 @@ def run(*cmd: str) -> subprocess.CompletedProcess:
 
 
 def test_ruff_is_clean():
-    proc = run(str(BIN / "ruff"), "check", "eostats", "scripts", "tests", "benchmarks")
+    folders = [d for d in ("eostats", "scripts", "tests", "benchmarks") if (REPO / d).is_dir()]
+    proc = run(str(BIN / "ruff"), "check", *folders)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
