@@ -20,7 +20,7 @@ run: install
 	@$(VENV)/bin/python -m eostats.cli where-results --configfile config/config.yaml
 
 test: install
-	$(VENV)/bin/python -m pytest -n $(CORES) --dist loadgroup tests
+	$(VENV)/bin/python -m pytest -n $(CORES) --dist loadfile tests
 
 lint: install
 	$(VENV)/bin/ruff check eostats scripts tests
