@@ -108,6 +108,18 @@ def item_with_stored_assets(item_path: str | Path, item_url: str) -> dict[str, A
     return doc
 
 
+def point_self_link(item_path: str | Path, url: str) -> None:
+    """Make the ``self`` link of the STAC item file at ``item_path`` the URL it is stored under (it was written
+    naming the job's local copy). Other links and the assets (relative hrefs) are left as they are."""
+    from eostats.fileio import write_json_atomic
+
+    doc = json.loads(Path(item_path).read_text())
+    for link in doc.get("links") or []:
+        if link.get("rel") == "self":
+            link["href"] = url
+    write_json_atomic(item_path, doc)
+
+
 def upload_files(local_dir: str | Path, url: str, *, skip: Iterable[str] = ()) -> list[str]:
     """Upload the files under ``local_dir`` to ``url`` (``s3://bucket/prefix``), keeping relative paths.
 

@@ -123,6 +123,33 @@ def dataset_hash(wildcards):
     return hashes[task]
 
 
+TILE_GROUP = "tiles"
+
+
+@cache
+def _task_positions(csv_path, mtime):
+    return {task: n for n, task in enumerate(RUN.read_task_csv(csv_path))}
+
+
+def tile_group(wildcards):
+    """The tile's group on a cluster, where `group-components: {tiles: N}` puts N tiles in one pod or job.
+
+    Consecutive tasks of the run share a group id, N per id, fixed here rather than left to Snakemake's chunking of
+    connected components: that chunking merges already merged groups again when a run resumes after the task-list
+    checkpoint (snakemake#1628), and one pod would get every tile.
+    """
+    size = max(1, int(workflow.group_settings.group_components.get(TILE_GROUP, 1)))
+    csv_path = local_copy(RUN.task_csv)
+    position = _task_positions(str(csv_path), csv_path.stat().st_mtime_ns).get(task_of(wildcards))
+    if position is None:  # a tile outside the run's selection, asked for by its path
+        group = f"{TILE_GROUP}-{wildcards.period}-{wildcards.x}-{wildcards.y}"
+    else:
+        group = f"{TILE_GROUP}-{position // size:06d}"
+    # group-components are looked up under the parent id: `tiles` applies to every batch
+    workflow.parent_groupids[group] = TILE_GROUP
+    return group
+
+
 def tile_items(tasks):
     """The tiles' declared outputs: each tile's STAC item, which stands for its directory."""
     return [RUN.tile_item(task) for task in tasks]

@@ -2,8 +2,8 @@
 # The cache is `ancient`: a tile re-runs when its own dataset list (params.datasets) changes.
 # The declared output is the tile's STAC item, written last (as odc-stats does): one object per tile for object
 # storage to check. The job writes the whole tile directory; under default storage (S3) it uploads the COGs and
-# `.sha1` itself (params.tile_url) and Snakemake uploads the item after them. The benchmark file stays local for the
-# same reason (in storage it is one more object to check per tile); the job's log line has the same timings.
+# `.sha1` itself (params.tile_url) and Snakemake uploads the item after them. No benchmark file for the same reason
+# (in storage it is one more object to check per tile): the job's log line has the timings and peak memory.
 
 
 rule tile:
@@ -17,8 +17,8 @@ rule tile:
         tile_url=lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards))),
     log:
         f"{LOGS}/tile/{{period}}/x{{x}}_y{{y}}.log",
-    benchmark:
-        local(f"{BENCHMARKS}/tile/{{period}}/x{{x}}_y{{y}}.tsv")
+    group:
+        tile_group
     threads: resources_of("tile")["threads"]
     resources:
         mem_mb=resources_of("tile")["mem_mb"],

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from eostats.joblog import job_logging
-from eostats.s3 import configure_gdal_s3, relocated_run, upload_files
+from eostats.s3 import configure_gdal_s3, point_self_link, relocated_run, upload_files
 from eostats.taskids import parse_task_id
 from eostats.tile import report_line, run_tile
 from eostats.workflow import Run
@@ -20,5 +20,6 @@ with job_logging(snakemake.log[0], "tile") as log:  # noqa: F821
     if tile_url:
         # Snakemake stores only the declared item, after this job: the other files go first, the item last
         uploaded = upload_files(item.parent, tile_url, skip={item.name})
+        point_self_link(item, f"{tile_url}/{item.name}")
         log.info("uploaded %d tile files to %s", len(uploaded), tile_url)
     log.info(report_line(report))
