@@ -18,7 +18,7 @@ include: "rules/mosaic.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets,
     localrule: True
-    default_target: True

@@ -6,10 +6,6 @@ rule dataset_cache:
         source=source_inputs,
     output:
         cache=str(RUN.cache),
-    params:
-        settings=cache_settings(),
-        # the stored source directory: hrefs into the job's local copy of it are recorded as these URLs
-        source_url=lambda wildcards: next((storage_url_of(p) for p in source_inputs(wildcards)), None),
     log:
         f"{LOGS}/dataset_cache.log",
     benchmark:
@@ -18,5 +14,11 @@ rule dataset_cache:
     resources:
         mem_mb=resources_of("cache")["mem_mb"],
         runtime=resources_of("cache")["runtime"],
+    params:
+        settings=cache_settings(),
+        # the stored source directory: hrefs into the job's local copy of it are recorded as these URLs
+        source_url=lambda wildcards: next(
+            (storage_url_of(p) for p in source_inputs(wildcards)), None
+        ),
     script:
         "../scripts/dataset_cache.py"

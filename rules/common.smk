@@ -30,7 +30,11 @@ STORAGE_PREFIX = (
 if STORAGE_PREFIX:
     # jobs read scenes (GDAL) and write tile files (boto3) at the endpoint Snakemake's S3 storage uses;
     # AWS_ENDPOINT_URL_S3 is the AWS SDKs' own variable, inherited by every job process
-    _endpoint = getattr(workflow.storage_registry.default_storage_provider.settings, "endpoint_url", None)
+    _endpoint = getattr(
+        workflow.storage_registry.default_storage_provider.settings,
+        "endpoint_url",
+        None,
+    )
     if _endpoint:
         os.environ.setdefault("AWS_ENDPOINT_URL_S3", _endpoint)
 LOGS = f"{RESULTS}/logs"
@@ -71,7 +75,9 @@ def local_copy(path):
     """
     if not STORAGE_PREFIX:
         return Path(path)
-    obj = workflow.storage_registry.default_storage_provider.object(storage_url_of(path))
+    obj = workflow.storage_registry.default_storage_provider.object(
+        storage_url_of(path)
+    )
     local = Path(obj.local_path())
     if str(local) not in _fetched:
         if not local.exists() or obj.mtime() > local.stat().st_mtime:
@@ -140,7 +146,9 @@ def tile_group(wildcards):
     """
     size = max(1, int(workflow.group_settings.group_components.get(TILE_GROUP, 1)))
     csv_path = local_copy(RUN.task_csv)
-    position = _task_positions(str(csv_path), csv_path.stat().st_mtime_ns).get(task_of(wildcards))
+    position = _task_positions(str(csv_path), csv_path.stat().st_mtime_ns).get(
+        task_of(wildcards)
+    )
     if position is None:  # a tile outside the run's selection, asked for by its path
         group = f"{TILE_GROUP}-{wildcards.period}-{wildcards.x}-{wildcards.y}"
     else:

@@ -6,9 +6,6 @@ rule mosaic:
         tiles=tiles_of_period,
     output:
         [str(p) for p in RUN.mosaic_paths("{period}")],
-    params:
-        # under default storage the tiles' COGs are read where they are stored, next to each item
-        storage_prefix=STORAGE_PREFIX,
     log:
         f"{LOGS}/mosaic/{{period}}.log",
     benchmark:
@@ -17,5 +14,8 @@ rule mosaic:
     resources:
         mem_mb=resources_of("mosaic")["mem_mb"],
         runtime=resources_of("mosaic")["runtime"],
+    params:
+        # under default storage the tiles' COGs are read where they are stored, next to each item
+        storage_prefix=STORAGE_PREFIX,
     script:
         "../scripts/mosaic.py"

@@ -7,16 +7,16 @@
 rule sample_collection:
     output:
         collection=directory(str(RUN.sample_catalog.parent)),
-    params:
-        spec=config["source"].get("sample", {}),
     log:
         f"{LOGS}/sample_collection.log",
     benchmark:
         f"{BENCHMARKS}/sample_collection.tsv"
+    localrule: True
     threads: 2
     resources:
         mem_mb=2000,
         runtime=30,
-    localrule: True
+    params:
+        spec=config["source"].get("sample", {}),
     script:
         "../scripts/sample_collection.py"

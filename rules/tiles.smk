@@ -11,10 +11,6 @@ rule tile:
         cache=ancient(str(RUN.cache)),
     output:
         item=RUN.tile_item_pattern,
-    params:
-        datasets=dataset_hash,
-        task=lambda wildcards: str(task_of(wildcards)),
-        tile_url=lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards))),
     log:
         f"{LOGS}/tile/{{period}}/x{{x}}_y{{y}}.log",
     group:
@@ -23,5 +19,9 @@ rule tile:
     resources:
         mem_mb=resources_of("tile")["mem_mb"],
         runtime=resources_of("tile")["runtime"],
+    params:
+        datasets=dataset_hash,
+        task=lambda wildcards: str(task_of(wildcards)),
+        tile_url=lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards))),
     script:
         "../scripts/tile.py"
