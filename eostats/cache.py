@@ -23,17 +23,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 import queue
 import sqlite3
 import threading
 import time
+import warnings
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import islice, repeat
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CacheSummary",
     "DatasetCache",
+    "NdjsonItems",
     "SkippedItem",
     "TaskRecord",
     "UnknownTaskError",
@@ -259,6 +263,15 @@ class _Options:
 
 class _InvalidItem(ValueError):
     pass
+
+
+class _SourceLineError(Exception):
+    """A worker's source error at a line of its chunk (the building process knows the chunk's first line)."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
 
 
 def _item_time_utc(item: Mapping[str, Any]) -> datetime:
@@ -581,8 +594,10 @@ class _TaskBinner:
         self.member_dataset.append(dataset_number[m_owner].astype(np.int32))
         kept = np.flatnonzero(stored).tolist()
         self.ids += [ids[i] for i in kept]
-        stamps = np.array([times[i] for i in kept], dtype="datetime64[us]")
-        self.epochs.append(stamps.astype(np.int64) / 1e6)
+        epoch = datetime(1970, 1, 1)
+        self.epochs.append(
+            np.fromiter(((times[i] - epoch).total_seconds() for i in kept), float, len(kept))
+        )
         return stored
 
     def tasks(self) -> Iterator[tuple[TaskRecord, list[str]]]:
@@ -690,6 +705,171 @@ def _decode_doc(blob: bytes) -> dict:
     return json.loads(zlib.decompress(blob))
 
 
+@dataclass(frozen=True)
+class NdjsonItems:
+    """The STAC items of an NDJSON file (one item per line), for :func:`build_cache` to parse in parallel.
+
+    Iterating yields exactly what ``eostats.sources.read_items({"type": "ndjson", "path": path})`` yields.
+    Given to :func:`build_cache`, a plain (not gzipped) file of at least ``parallel_min_bytes`` is split into
+    line-aligned byte ranges that ``workers`` processes (default: one per CPU) parse, validate, tile and compress;
+    the building process only bins the results and writes them, in file order, so the cache is the one the
+    sequential path builds (same tasks, memberships, counts, errors and skipped items). A stored document is the
+    item's own line when reading it changed nothing (no relative href to resolve, ASCII, no NaN), else the
+    compact ASCII JSON of the item as read; both decode to the same item.
+    """
+
+    path: Path | str
+    workers: int | None = None
+    parallel_min_bytes: int = 32 * 2**20
+
+    def __iter__(self) -> Iterator[dict]:
+        from eostats.sources import read_items
+
+        return iter(read_items({"type": "ndjson", "path": str(self.path)}))
+
+    def use_processes(self) -> bool:
+        path = Path(self.path)
+        if path.suffix == ".gz" or not path.is_file():
+            return False
+        return path.stat().st_size >= self.parallel_min_bytes and self.worker_count() > 1
+
+    def worker_count(self) -> int:
+        return max(1, self.workers if self.workers is not None else (os.cpu_count() or 1))
+
+
+_CHUNK_BYTES = 4 * 2**20  # per worker task: ~1 500 items of 3 KB
+_WHERE = "\x00where\x00"  # placeholder for "file:line" in a worker's error message
+_worker_tiler: _FootprintTiler | None = None
+
+
+@dataclass
+class _ParsedChunk:
+    """What a worker made of one byte range of the NDJSON file, in line order.
+
+    ``entries``: per item ``(id, reason, t_utc, iso_time, product, compressed_doc, tiled)`` where ``reason`` rejects the
+    item (then ``tiled`` is -1) and ``tiled`` numbers the items whose footprints were tiled; or a source error
+    ``(None, message, local_line)``. ``tiles``: :meth:`_FootprintTiler.tile_arrays` of the tiled items.
+    """
+
+    n_lines: int
+    entries: list[tuple]
+    tiles: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]
+
+
+def _line_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges of ``path`` of about ``chunk_bytes``, each starting at a line start and ending after a newline."""
+    size = path.stat().st_size
+    ranges = []
+    with open(path, "rb") as fh:
+        start = 0
+        while start < size:
+            fh.seek(min(start + chunk_bytes, size))
+            fh.readline()
+            end = min(fh.tell(), size) if start + chunk_bytes < size else size
+            ranges.append((start, end))
+            start = end
+    return ranges
+
+
+def _worker_pool(source: NdjsonItems, grid: TileGrid) -> ProcessPoolExecutor:
+    """Started worker processes for :func:`_parse_chunk`.
+
+    fork, not spawn: spawned workers would re-run the caller's main module (a Snakemake script, say). The pool
+    is created (and its processes forked) before the building process starts any thread of its own.
+    """
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(
+        source.worker_count(),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(grid.to_dict(),),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # "multi-threaded, use of fork()": not ours
+        pool.submit(int).result()  # forks every worker now
+    return pool
+
+
+def _init_worker(grid: dict) -> None:
+    global _worker_tiler
+    _worker_tiler = _FootprintTiler(TileGrid.from_dict(grid))
+
+
+def _read_as_is(item: Any) -> bool:
+    """Whether ``eostats.sources`` leaves the item's JSON as it is: it has ``links`` and every href is absolute."""
+    from eostats.sources import _is_url
+
+    if not isinstance(item, dict) or not isinstance(item.get("links"), list):
+        return False
+    for entry in (*item["links"], *(item.get("assets") or {}).values()):
+        if isinstance(entry, dict) and "href" in entry:
+            href = entry["href"]
+            if not isinstance(href, str) or not (href.startswith("/") or _is_url(href)):
+                return False
+    return True
+
+
+def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
+    """Worker: parse, check (as ``eostats.sources`` does), time, compress and tile the items of one byte range."""
+    from eostats.sources import SourceError, _checked, _loads
+
+    base = str(Path(path).parent)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        lines = fh.read(end - start).split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    entries: list[tuple] = []
+    geometries: list[Any] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            item = _loads(line)
+        except ValueError as err:
+            entries.append((None, f"{_WHERE}: invalid JSON: {err}", number))
+            break
+        as_is = _read_as_is(item)
+        try:
+            item = _checked(item, where=_WHERE, base=base)
+        except SourceError as err:
+            entries.append((None, str(err), number))
+            break
+        item_id = item["id"]
+        geometry = item.get("geometry")
+        if not isinstance(geometry, Mapping):
+            entries.append((item_id, "no geometry", None, None, None, None, -1))
+            continue
+        try:
+            t_utc = _item_time_utc(item)
+        except _InvalidItem as err:
+            entries.append((item_id, str(err), None, None, None, None, -1))
+            continue
+        unchanged = as_is and line.isascii() and b"NaN" not in line and b"Infinity" not in line
+        try:
+            doc = bytes(line) if unchanged else _json_bytes(item)
+        except ValueError as err:  # NaN or infinity: not JSON
+            entries.append((item_id, f"not storable as JSON: {err}", None, None, None, None, -1))
+            continue
+        entries.append(
+            (
+                item_id,
+                None,
+                t_utc,
+                _iso_utc(t_utc),
+                item.get("collection"),
+                zlib.compress(doc, _ZLIB_LEVEL),
+                len(geometries),
+            )
+        )
+        geometries.append(geometry)
+    assert _worker_tiler is not None
+    return _ParsedChunk(len(lines), entries, _worker_tiler.tile_arrays(geometries))
+
+
 def build_cache(
     items: Iterable[dict],
     grid: TileGrid,
@@ -714,6 +894,8 @@ def build_cache(
     * ``invalid_items``: ``"error"`` (default: ValueError naming the item) or ``"skip"`` (listed
       in :attr:`CacheSummary.skipped`).
 
+    ``items`` may be an :class:`NdjsonItems`: its file is then parsed by worker processes (same result, faster).
+
     The file is written under a temporary name in the same directory and renamed into place only
     when complete, so a failed or interrupted build never leaves a partial cache at ``path``; an
     existing cache is replaced. ``source`` and ``settings`` are stored as given (JSON-able).
@@ -735,9 +917,19 @@ def build_cache(
             _initialise(db)
             db.execute("BEGIN")
             stream = _ItemStream(grid, binning, options)
+            # worker processes first: they are forked before this process starts its writer thread
+            pool = (
+                _worker_pool(items, grid)
+                if isinstance(items, NdjsonItems) and items.use_processes()
+                else None
+            )
             writer = _DatasetWriter(db)
             try:
-                stream.run(items, writer)
+                if pool is not None:
+                    with pool:
+                        stream.run_parallel(items, pool, writer)
+                else:
+                    stream.run(items, writer)
             except BaseException:
                 writer.close(raise_error=False)
                 raise
@@ -805,6 +997,77 @@ class _ItemStream:
             while pending:
                 usable, future = pending.popleft()
                 writer.put(self.bin(usable, future.result()))
+
+    def run_parallel(
+        self, source: NdjsonItems, pool: ProcessPoolExecutor, writer: _DatasetWriter
+    ) -> None:
+        """Parse the file in worker processes (:func:`_parse_chunk`), bin and write here, in file order."""
+        from eostats.sources import SourceError
+
+        path = Path(source.path).absolute()
+        ranges = iter(_line_ranges(path, _CHUNK_BYTES))
+        # a few chunks per worker in flight: workers stay busy, memory stays bounded
+        pending: deque[Future] = deque(
+            pool.submit(_parse_chunk, str(path), a, b)
+            for a, b in islice(ranges, 3 * source.worker_count())
+        )
+        first_line = 0
+        while pending:
+            chunk = pending.popleft().result()
+            following = next(ranges, None)
+            if following is not None:
+                pending.append(pool.submit(_parse_chunk, str(path), *following))
+            try:
+                self.consume(chunk, writer)
+            except _SourceLineError as err:
+                for future in pending:
+                    future.cancel()
+                where = f"{path}:{first_line + err.line}"
+                raise SourceError(err.message.replace(_WHERE, where)) from None
+            first_line += chunk.n_lines
+
+    def consume(self, chunk: _ParsedChunk, writer: _DatasetWriter) -> None:
+        """One worker chunk, with the bookkeeping of :meth:`validate` and :meth:`bin` in the same order."""
+        usable: list[tuple] = []
+        n_tiled = sum(1 for entry in chunk.entries if len(entry) == 7 and entry[6] >= 0)
+        position = np.full(n_tiled, -1, dtype=np.int64)
+        for entry in chunk.entries:
+            if len(entry) == 3:
+                raise _SourceLineError(entry[1], entry[2])
+            item_id, reason, t_utc, iso, product, doc, tiled = entry
+            self.n_items += 1
+            if item_id in self.options.exclude:
+                self.n_excluded += 1
+                continue
+            if item_id in self.seen:
+                self.n_duplicates += 1
+                continue
+            self.seen.add(item_id)
+            if reason is not None:
+                self.reject(item_id, reason)
+                continue
+            position[tiled] = len(usable)
+            usable.append((item_id, t_utc, product, doc, iso))
+        owner, xs, ys, errors = chunk.tiles
+        if owner.size:
+            mine = position[owner]
+            keep = mine >= 0
+            owner, xs, ys = mine[keep], xs[keep], ys[keep]
+        errors = {int(position[k]): reason for k, reason in errors.items() if position[k] >= 0}
+        if self.options.tiles is not None:
+            keep = _in_tile_range(self.options.tiles, xs, ys)
+            owner, xs, ys = owner[keep], xs[keep], ys[keep]
+        for i, reason in sorted(errors.items()):
+            self.reject(usable[i][0], reason)
+        stored = self.binner.add_batch(
+            [u[0] for u in usable], [u[1] for u in usable], owner, xs, ys
+        )
+        self.n_outside += len(usable) - len(errors) - int(stored.sum())
+        rows = []
+        for i in np.flatnonzero(stored).tolist():
+            item_id, _, product, doc, iso = usable[i]
+            rows.append((item_id, product, iso, doc))
+        writer.put(rows, compressed=True)
 
     def reject(self, item_id: str | None, reason: str) -> None:
         if not self.options.skip_invalid:
@@ -878,21 +1141,23 @@ class _DatasetWriter:
         self.thread.start()
 
     def _run(self) -> None:
-        while (rows := self.queue.get()) is not None:
+        while (batch := self.queue.get()) is not None:
+            rows, compressed = batch
             if self.error is not None:
                 continue  # keep draining so that put() never blocks forever
             try:
-                self.db.executemany(
-                    "INSERT INTO datasets VALUES (?, ?, ?, ?)",
-                    [(i, p, t, zlib.compress(doc, _ZLIB_LEVEL)) for i, p, t, doc in rows],
-                )
+                if not compressed:
+                    rows = [(i, p, t, zlib.compress(doc, _ZLIB_LEVEL)) for i, p, t, doc in rows]
+                self.db.executemany("INSERT INTO datasets VALUES (?, ?, ?, ?)", rows)
             except BaseException as err:  # re-raised in the building thread
                 self.error = err
 
-    def put(self, rows: list[tuple]) -> None:
+    def put(self, rows: list[tuple], compressed: bool = False) -> None:
+        """Queue dataset rows ``(id, product, datetime, doc)``; ``doc`` JSON bytes, zlib-compressed already when
+        ``compressed``."""
         if self.error is not None:
             raise self.error
-        self.queue.put(rows)
+        self.queue.put((rows, compressed))
 
     def close(self, raise_error: bool = True) -> None:
         """Wait until every queued row is written; re-raise the writer's error, if any."""
@@ -923,9 +1188,13 @@ def _write_tasks(db: sqlite3.Connection, binner: _TaskBinner) -> tuple[int, tupl
                     record.dataset_hash,
                 )
             )
-            yield from zip(repeat(period), repeat(x), repeat(y), ids)
+            # one statement per task: SQLite expands the id list itself (rows arrive in key order)
+            yield (period, x, y, json.dumps(ids))
 
-    db.executemany("INSERT INTO task_datasets VALUES (?, ?, ?, ?)", memberships())
+    db.executemany(
+        "INSERT INTO task_datasets SELECT ?, ?, ?, value FROM json_each(?) ORDER BY key",
+        memberships(),
+    )
     db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)", task_rows)
     return len(task_rows), tuple(sorted(periods))
 
