@@ -459,3 +459,72 @@ def test_odc_mads_agree(odc_comparison) -> None:
             atol=1e-6,
             err_msg=name,
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# start="geomad": geomad's own iteration, bit for bit
+# ----------------------------------------------------------------------------------------------
+
+
+def test_geomad_start_is_bit_identical_to_geomad_per_block() -> None:
+    """Per-band gaps (partly valid observations), an unobserved pixel in mid-row (the next pixel is reseeded) and
+    blocks narrower than the rows: every float32 value equals geomad.nangeomedian_pcm's on odc-algo's blocks."""
+    geomad = pytest.importorskip("geomad")
+    rng = np.random.default_rng(11)
+    cube = synthetic_cube(rng, 6, 18, 24, 40, NODATA)
+    cube[2, 3, 5:9, 4:12] = (
+        NODATA  # one band missing: in geomad's per-band start, not in the iteration
+    )
+    cube[:, :, 7, 13] = NODATA  # never observed
+    block = 16
+    ours = geomedian_mads(
+        cube, nodata=NODATA, scale=SCALE, offset=OFFSET, start="geomad", block_width=block
+    )
+    yxbt = np.where(cube == NODATA, np.nan, scaled(cube)).astype(np.float32).transpose(2, 3, 0, 1)
+    expected = np.empty_like(ours.median)
+    for x0 in range(0, 40, block):
+        part = np.ascontiguousarray(yxbt[:, x0 : x0 + block])
+        gm = geomad.nangeomedian_pcm(
+            part, nocheck=True, eps=0.1 * SCALE, maxiters=1000, num_threads=1
+        )
+        expected[:, :, x0 : x0 + block] = gm.transpose(2, 0, 1)
+    np.testing.assert_array_equal(ours.median, expected)
+    assert np.isnan(ours.median[:, 7, 13]).all() and ours.count[7, 13] == 0
+    # the default start differs from geomad's within the tolerance, and not everywhere bit for bit
+    default = geomedian_mads(cube, nodata=NODATA, scale=SCALE, offset=OFFSET)
+    assert not np.array_equal(default.median, expected, equal_nan=True)
+    assert (
+        np.nanmax(
+            np.abs(to_dn_float(default.median.astype(float)) - to_dn_float(expected.astype(float)))
+        )
+        <= 5
+    )
+
+
+def test_geomad_start_reproduces_odc_algo_output(odc_comparison) -> None:
+    """odc-algo's whole geomedian_with_mads (odc-stats' configuration): identical int16 bands and count, MADs to
+    float32 rounding."""
+    cube, odc, _, _ = odc_comparison
+    ours = geomedian_mads(
+        cube, nodata=NODATA, scale=SCALE, offset=OFFSET, start="geomad", block_width=32
+    )
+    n_band = cube.shape[0]
+    dn = median_to_dn(ours.median, scale=SCALE, offset=OFFSET, nodata=NODATA, dtype="int16")
+    np.testing.assert_array_equal(dn, np.stack([odc[f"band{b}"].values for b in range(n_band)]))
+    np.testing.assert_array_equal(ours.count, odc["count"].values)
+    observed = ours.count > 0
+    for name in ("emad", "smad", "bcmad"):
+        np.testing.assert_allclose(
+            getattr(ours, name)[observed],
+            odc[name].values[observed],
+            rtol=2e-5,
+            atol=1e-7,
+            err_msg=name,
+        )
+
+
+def test_start_validation() -> None:
+    with pytest.raises(ValueError, match="start"):
+        geomedian_mads(
+            np.zeros((2, 3, 4, 4), np.int16), nodata=0, scale=1e-4, offset=0, start="zero"
+        )

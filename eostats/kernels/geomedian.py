@@ -19,8 +19,13 @@ rows with numba's thread pool, so callers control it with ``numba.set_num_thread
 ``NUMBA_NUM_THREADS``.
 
 Differences from geomad that do not change the fixed point, only which point within ``eps`` is
-reached: every pixel starts from its own mean (geomad warm-starts from the neighbouring pixel),
-and the Vardi–Zhang weighted mean excludes observations coinciding with the estimate.
+reached (up to a few DN on flat objectives): every pixel starts from its own mean (geomad starts from
+the zero vector, except at the first column of each row of a work block and after an unobserved pixel,
+where it starts from the per-band mean), iterates in float64 (geomad keeps its state in float32), and
+the Vardi–Zhang weighted mean excludes observations coinciding with the estimate (geomad weights them
+1). ``start="geomad"`` runs geomad's own iteration instead, operation for operation: given odc-algo's
+work blocks it reproduces odc-algo's geomedian bit for bit (and its MADs to float32 rounding), at
+about 1.2x the CPU time of the default.
 Pixel values are in the data's own CRS/grid; nothing here is spatial.
 """
 
@@ -138,6 +143,97 @@ def _median_of_valid(values: np.ndarray, n: int) -> float:
     return 0.5 * (lower + upper)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _geomad_iterate(
+    obs, n, n_time, band_sum, band_count, reseed, eps, maxiters, out, scratch, scratch_n, total_n
+):
+    """geomad's ``__gm`` iteration for one pixel, operation for operation (no fastmath: the same roundings).
+
+    ``obs[:, :n]``: the pixel's fully valid observations (float32 values held in float64), in time order;
+    ``n_time``: all its observations, valid or not (geomad's ``n``); ``band_sum``/``band_count``: per band, the
+    sum and number of that band's valid values over all observations (geomad's nanmean for a reseed). State is
+    float32 and sums float64 as in geomad. Starts from that mean when ``reseed`` is set, else from zero. Writes
+    the float32 result into ``out`` and returns the next pixel's ``reseed``. ``scratch`` (4, n_band) float32,
+    ``scratch_n`` (3, n_time) float32 and ``total_n`` (n_time) float64 hold the state, reused between pixels.
+    """
+    n_band = obs.shape[0]
+    y, y1, t_vec, r_vec = scratch[0], scratch[1], scratch[2], scratch[3]
+    d, dinv, w = scratch_n[0], scratch_n[1], scratch_n[2]
+    for j in range(n_band):
+        y[j] = 0.0
+        y1[j] = 0.0
+    if reseed:
+        for j in range(n_band):
+            y[j] = np.float32(band_sum[j] / band_count[j])
+    eps32 = np.float64(np.float32(eps))
+    iteration = 0
+    while iteration < maxiters:
+        # bands outer, observations inner: each observation's sum still runs over bands in order (the same
+        # roundings as geomad), and the inner loop vectorises over observations
+        for i in range(n):
+            total_n[i] = 0.0
+        for j in range(n_band):
+            yj = np.float64(y[j])
+            for i in range(n):
+                value = obs[j, i] - yj
+                total_n[i] = total_n[i] + value * value
+        for i in range(n):
+            di = math.sqrt(total_n[i])
+            d[i] = np.float32(di)
+            dinv[i] = np.float32(1.0 / di) if di > 0.0 else np.float32(1.0)
+        dinvs = 0.0
+        for i in range(n):
+            dinvs = dinvs + np.float64(dinv[i])
+        for i in range(n):
+            w[i] = np.float32(np.float64(dinv[i]) / dinvs)
+        for j in range(n_band):
+            total = 0.0
+            for i in range(n):
+                total = total + np.float64(
+                    w[i] * np.float32(obs[j, i])
+                )  # a float32 product, as in C
+            t_vec[j] = np.float32(total)
+        nzeros = 0
+        for i in range(n):
+            nzeros += d[i] == 0
+        if nzeros == 0:
+            for j in range(n_band):
+                y1[j] = t_vec[j]
+        elif nzeros == n_time:
+            for j in range(n_band):
+                y1[j] = y[j]
+            break  # geomad leaves `reseed` as it was on this path
+        else:
+            for j in range(n_band):
+                r_vec[j] = np.float32(np.float64(t_vec[j] - y[j]) * dinvs)
+            r = 0.0
+            for j in range(n_band):
+                r = r + np.float64(r_vec[j] * r_vec[j])
+            r = math.sqrt(r)
+            rinv = nzeros / r if r > 0.0 else 0.0
+            for j in range(n_band):
+                y1[j] = np.float32(
+                    max(0.0, 1.0 - rinv) * np.float64(t_vec[j]) + min(1.0, rinv) * np.float64(y[j])
+                )
+        total = 0.0
+        for j in range(n_band):
+            value = np.float64(y[j] - y1[j])
+            total = total + value * value
+        dist = math.sqrt(total)
+        for j in range(n_band):
+            y[j] = y1[j]
+        iteration += 1
+        if dist != dist:
+            reseed = True
+            break
+        reseed = False
+        if dist < eps32:
+            break
+    for j in range(n_band):
+        out[j] = y1[j]
+    return reseed
+
+
 # fastmath: only reassociation (lets the sums over observations vectorise, ~10 % faster) and
 # its harmless companions; no "nnan" (NaN tests must stay) and no "contract" (an FMA would change
 # the float32 DN scaling that has to match odc-algo's bit for bit). error_model="numpy": 0/0 is
@@ -152,6 +248,8 @@ def _geomedian_rows(
     offset: float,
     eps: float,
     maxiters: int,
+    geomad_start: bool,
+    block_width: int,
     median: np.ndarray,
     emad: np.ndarray,
     smad: np.ndarray,
@@ -172,9 +270,28 @@ def _geomedian_rows(
         dist_e = np.empty(n_time, dtype=np.float64)
         dist_s = np.empty(n_time, dtype=np.float64)
         dist_bc = np.empty(n_time, dtype=np.float64)
+        band_sum = np.zeros(n_band, dtype=np.float64)
+        band_count = np.zeros(n_band, dtype=np.int64)
+        geomad_scratch = np.zeros((4, n_band), dtype=np.float32)
+        geomad_scratch_n = np.zeros((3, n_time), dtype=np.float32)
+        geomad_total_n = np.zeros(n_time, dtype=np.float64)
+        reseed = True
         for col in range(n_cols):
+            if col % block_width == 0:
+                reseed = True  # geomad starts every row of a work block from the mean
             # 1. keep observations where every band is valid, scaled like odc-algo (float32 math)
             n = 0
+            if geomad_start and reseed:
+                # geomad's start: the mean of each band's own valid values (partly valid observations too)
+                for b in range(n_band):
+                    band_sum[b] = 0.0
+                    band_count[b] = 0
+                for t in range(n_time):
+                    for b in range(n_band):
+                        v = data[b, t, row, col]
+                        if v != nodata and v == v:
+                            band_sum[b] += np.float64(np.float32(v) * scale32 + offset32)
+                            band_count[b] += 1
             for t in range(n_time):
                 keep = True
                 for b in range(n_band):
@@ -189,6 +306,7 @@ def _geomedian_rows(
                     n += 1
             count[row, col] = n
             if n == 0:
+                reseed = True
                 for b in range(n_band):
                     median[b, row, col] = np.nan
                 emad[row, col] = np.nan
@@ -196,52 +314,68 @@ def _geomedian_rows(
                 bcmad[row, col] = np.nan
                 continue
 
-            # 2. Weiszfeld + Vardi–Zhang, from the mean of the kept observations
-            for b in range(n_band):
-                acc = 0.0
-                for i in range(n):
-                    acc += obs[b, i]
-                est[b] = acc / n
-            for _ in range(maxiters):
-                for i in range(n):
-                    dist2[i] = 0.0
-                for b in range(n_band):
-                    e = est[b]
-                    for i in range(n):
-                        diff = obs[b, i] - e
-                        dist2[i] += diff * diff
-                n_coincident = 0
-                for i in range(n):
-                    d2 = dist2[i]
-                    n_coincident += d2 == 0.0
-                    weight[i] = 1.0 / math.sqrt(d2) if d2 > 0.0 else 0.0
-                inv_dist_sum = 0.0
-                for i in range(n):
-                    inv_dist_sum += weight[i]
-                if inv_dist_sum == 0.0:
-                    break  # every observation sits on the estimate: it is the median
+            if geomad_start:
+                reseed = _geomad_iterate(
+                    obs,
+                    n,
+                    n_time,
+                    band_sum,
+                    band_count,
+                    reseed,
+                    eps,
+                    maxiters,
+                    est,
+                    geomad_scratch,
+                    geomad_scratch_n,
+                    geomad_total_n,
+                )
+            else:
+                # 2. Weiszfeld + Vardi–Zhang, from the mean of the kept observations
                 for b in range(n_band):
                     acc = 0.0
                     for i in range(n):
-                        acc += weight[i] * obs[b, i]
-                    target[b] = acc / inv_dist_sum
-                # Vardi–Zhang: a point coinciding with the estimate pulls it back by min(1, eta/r)
-                pull = 0.0
-                if n_coincident > 0:
-                    r2 = 0.0
+                        acc += obs[b, i]
+                    est[b] = acc / n
+                for _ in range(maxiters):
+                    for i in range(n):
+                        dist2[i] = 0.0
                     for b in range(n_band):
-                        rb = (target[b] - est[b]) * inv_dist_sum
-                        r2 += rb * rb
-                    r = math.sqrt(r2)
-                    pull = min(1.0, n_coincident / r) if r > 0.0 else 1.0
-                step2 = 0.0
-                for b in range(n_band):
-                    new = (1.0 - pull) * target[b] + pull * est[b]
-                    diff = new - est[b]
-                    step2 += diff * diff
-                    est[b] = new
-                if math.sqrt(step2) < eps:
-                    break
+                        e = est[b]
+                        for i in range(n):
+                            diff = obs[b, i] - e
+                            dist2[i] += diff * diff
+                    n_coincident = 0
+                    for i in range(n):
+                        d2 = dist2[i]
+                        n_coincident += d2 == 0.0
+                        weight[i] = 1.0 / math.sqrt(d2) if d2 > 0.0 else 0.0
+                    inv_dist_sum = 0.0
+                    for i in range(n):
+                        inv_dist_sum += weight[i]
+                    if inv_dist_sum == 0.0:
+                        break  # every observation sits on the estimate: it is the median
+                    for b in range(n_band):
+                        acc = 0.0
+                        for i in range(n):
+                            acc += weight[i] * obs[b, i]
+                        target[b] = acc / inv_dist_sum
+                    # Vardi–Zhang: a point coinciding with the estimate pulls it back by min(1, eta/r)
+                    pull = 0.0
+                    if n_coincident > 0:
+                        r2 = 0.0
+                        for b in range(n_band):
+                            rb = (target[b] - est[b]) * inv_dist_sum
+                            r2 += rb * rb
+                        r = math.sqrt(r2)
+                        pull = min(1.0, n_coincident / r) if r > 0.0 else 1.0
+                    step2 = 0.0
+                    for b in range(n_band):
+                        new = (1.0 - pull) * target[b] + pull * est[b]
+                        diff = new - est[b]
+                        step2 += diff * diff
+                        est[b] = new
+                    if math.sqrt(step2) < eps:
+                        break
 
             # 3. MADs against the float32 geomedian that is actually reported
             gm_norm2 = 0.0
@@ -282,6 +416,8 @@ def geomedian_mads(
     offset: float,
     eps: float = 1e-5,
     maxiters: int = 1000,
+    start: str = "mean",
+    block_width: int | None = None,
 ) -> GeomedianResult:
     """Geometric median, EMAD, SMAD, BCMAD and clear count of a ``(band, time, y, x)`` stack.
 
@@ -294,6 +430,13 @@ def geomedian_mads(
     :param eps: convergence threshold on the step length, in scaled units (1e-5 = 0.1 DN at
         scale 1e-4, odc-stats' effective default).
     :param maxiters: iteration cap per pixel.
+    :param start: ``"mean"`` (default): every pixel starts from the mean of its observations and iterates in
+        float64 (Vardi–Zhang for a point on the estimate); ``"geomad"``: geomad's own iteration, operation for
+        operation (float32 state, float64 sums, coinciding points weighted 1), started from the per-band mean only
+        at the first column of each row of a ``block_width``-wide block and after an unobserved pixel, from zero
+        elsewhere. With the blocks odc-algo hands to geomad (its ``work_chunks``, 400 in odc-stats), the
+        geomedian is then bit-identical to odc-algo's; both stop within ``eps`` of the optimum, at different points.
+    :param block_width: columns per block for ``start="geomad"`` (default: the whole row).
     :returns: :class:`GeomedianResult`; the geomedian stays in scaled units, see
         :func:`median_to_dn` for the conversion back to DN.
     """
@@ -306,6 +449,8 @@ def geomedian_mads(
         raise ValueError("scale must be non-zero")
     if maxiters < 1:
         raise ValueError(f"maxiters must be >= 1, got {maxiters}")
+    if start not in ("mean", "geomad"):
+        raise ValueError(f"start must be 'mean' or 'geomad', got {start!r}")
     n_band, n_time, ny, nx = data.shape
     if n_time > np.iinfo(np.uint16).max:
         raise ValueError(f"{n_time} observations do not fit the uint16 count")
@@ -323,6 +468,8 @@ def geomedian_mads(
         float(offset),
         float(eps),
         int(maxiters),
+        start == "geomad",
+        int(block_width) if block_width else max(1, nx),
         median,
         emad,
         smad,
