@@ -22,8 +22,9 @@ with job_logging(snakemake.log[0], "dataset_cache") as log:  # noqa: F821
     source_url = snakemake.params.source_url  # noqa: F821
     if source_url and local_inputs:
         # the job's local copy of the source goes away with the job: scene hrefs must name the stored objects
-        local_dir = local_inputs[0] if Path(local_inputs[0]).is_dir() else str(Path(local_inputs[0]).parent)
-        url_dir = source_url if Path(local_inputs[0]).is_dir() else source_url.rsplit("/", 1)[0]
+        is_dir = Path(local_inputs[0]).is_dir()
+        local_dir = local_inputs[0] if is_dir else str(Path(local_inputs[0]).parent)
+        url_dir = source_url if is_dir else source_url.rsplit("/", 1)[0]
         items = (hrefs_to_storage(item, local_dir, url_dir) for item in items)
     settings = {
         "solar_offset_rule": run.config["solar_offset_rule"],
@@ -37,5 +38,6 @@ with job_logging(snakemake.log[0], "dataset_cache") as log:  # noqa: F821
         cache_path = snakemake.output.cache  # noqa: F821
         summary = build_datacube_cache(source, run.grid, run.binning, cache_path, settings)
     else:
-        summary = build_cache(items, run.grid, run.binning, snakemake.output.cache, source, settings)  # noqa: F821
+        cache_path = snakemake.output.cache  # noqa: F821
+        summary = build_cache(items, run.grid, run.binning, cache_path, source, settings)
     log.info("dataset cache %s: %s", snakemake.output.cache, summary)  # noqa: F821

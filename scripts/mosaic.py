@@ -35,6 +35,8 @@ with job_logging(snakemake.log[0], "mosaic") as log, tempfile.TemporaryDirectory
         per_band=opts["per_band"],
         overview_levels=opts["overview_levels"],
         threads=snakemake.threads,  # noqa: F821
-        resampling={m.name: "nearest" if m.categorical else "average" for m in run.plugin.measurements},
+        resampling={
+            m.name: "nearest" if m.categorical else "average" for m in run.plugin.measurements
+        },
     )
     log.info("mosaics of %s: %s", period, ", ".join(map(str, paths)))
