@@ -6,51 +6,62 @@
 #   docker build -t ghcr.io/eostats/eostats:0.1.0 .
 #   docker push ghcr.io/eostats/eostats:0.1.0
 # For bit-for-bit rebuilds pin the base image by digest: --build-arg PYTHON_IMAGE=python:3.12-slim-bookworm@sha256:...
+# The build needs the network (base image, PyPI); the image itself needs none at run time.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
-FROM ${PYTHON_IMAGE}
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
-
-# git: Snakemake lists the workflow's sources with `git ls-files` when it runs without a shared file system.
+# --- build: a virtual environment with the locked stack (psycopg2, pulled in by datacube, compiles against libpq)
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git ca-certificates \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev libpq-dev \
     && rm -rf /var/lib/apt/lists/*
-
-WORKDIR /opt/eostats
-
-# The pinned stack first: this layer is rebuilt only when the lock file changes.
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
 COPY requirements.lock.txt ./
 RUN python -m pip install -r requirements.lock.txt
-
-# Snakemake starts every pod with `pip install --target .snakemake/pip-deployments <storage plugins>`.
-# Serve that from wheels baked into the image, so pods need no package index and get the pinned plugin version.
-RUN mkdir -p /opt/eostats/wheels \
-    && python -m pip download --no-deps --only-binary=:all: --dest /opt/eostats/wheels \
-       $(grep -E '^snakemake-storage-plugin-' requirements.lock.txt)
-ENV PIP_NO_INDEX=1 \
-    PIP_FIND_LINKS=/opt/eostats/wheels \
-    PIP_NO_DEPS=1
-
-# The package itself (not editable), plus the workflow files for running the controller from the image.
+# Snakemake starts every pod with `pip install --target .snakemake/pip-deployments <storage plugins>`: keep wheels of
+# the locked plugin versions in the image and serve that install from them (see PIP_* below).
+RUN python -m pip download --no-deps --only-binary=:all: --dest /opt/eostats/wheels \
+    $(grep -E '^snakemake-storage-plugin-' requirements.lock.txt)
+# the package itself, not editable
 COPY pyproject.toml README.md ./
 COPY eostats ./eostats
 RUN python -m pip install --no-deps . \
     && python -c "import eostats, snakemake, rasterio; print('eostats image ok, GDAL', rasterio.__gdal_version__)"
+
+# --- run
+FROM ${PYTHON_IMAGE}
+# git: Snakemake lists the workflow's sources with `git ls-files` when it runs without a shared file system;
+# libpq5: psycopg2's runtime library
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git ca-certificates libpq5 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/eostats/wheels /opt/eostats/wheels
+# pip serves the pods' plugin install from the baked wheels; GDAL on object storage: no listing of a COG's
+# "directory" on open, retries of transient HTTP errors
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS=/opt/eostats/wheels \
+    PIP_NO_DEPS=1 \
+    GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR \
+    GDAL_HTTP_MAX_RETRY=5 \
+    GDAL_HTTP_RETRY_DELAY=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
+
+# The workflow files too, for running the controller from the image (pods get theirs from the run's source archive).
+WORKDIR /opt/eostats
 COPY Snakefile ./
 COPY rules ./rules
 COPY scripts ./scripts
 COPY config ./config
 COPY profiles ./profiles
-
-# GDAL on object storage: do not list the "directory" of every COG opened, retry transient HTTP errors.
-ENV GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR \
-    GDAL_HTTP_MAX_RETRY=5 \
-    GDAL_HTTP_RETRY_DELAY=1 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache
 
 # Jobs run as an unprivileged user; Kubernetes mounts a writable emptyDir at /workdir.
 RUN useradd --create-home --uid 1000 eostats
