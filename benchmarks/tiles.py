@@ -1,0 +1,354 @@
+"""Tile figures: decoding a tile's inputs, clear counts, a whole geomedian tile, and peak memory by chunk size.
+
+Inputs are :func:`benchmarks.inputs.tile_collection` collections (COGs on disk). "Decode" is the reference cost:
+reading, with the same number of threads, every input band of every dataset of the task over the tile's
+footprint in the scene's own pixels (no masking, no resampling). "Tile" is :func:`eostats.tile.compute_tile`
+(load, mask, fuse, reproject, reduce; writing the COGs is reported separately).
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.measure import Stopwatch, run_child
+from benchmarks.report import Row
+
+GM_CLOUD_FILTERS = {"cloud": [["opening", 3], ["dilation", 6]], "shadow": [["dilation", 6]]}
+
+
+def _run(collection: dict, plugin: str, chunk: int, results: str):
+    from eostats.config import validate_config
+    from eostats.workflow import Run
+
+    config = {
+        "results": results,
+        "run_name": "bench",
+        "source": {"type": "ndjson", "path": collection["ndjson"]},
+        "grid": collection["grid"],
+        "frequency": "annual",
+        "years": [int(collection["task"][:4])],
+        "plugin": plugin,
+        "product": {
+            "name": f"bench_{plugin.replace('-', '_')}",
+            "short_name": "bench",
+            "version": "0.1.0",
+        },
+    }
+    if chunk:
+        config["chunk_size"] = chunk
+    if plugin == "gm-ls":
+        config["plugin_config"] = {"cloud_filters": GM_CLOUD_FILTERS}
+    return Run(validate_config(config))
+
+
+def _task_items(collection: dict) -> list[dict]:
+    from eostats.cache import DatasetCache
+    from eostats.taskids import parse_task_id
+
+    with DatasetCache.open(collection["cache"]) as cache:
+        return cache.datasets(parse_task_id(collection["task"]))
+
+
+def decode(collection: dict, bands: list[str], io_threads: int) -> dict[str, Any]:
+    """Read every band of every dataset over the tile (native pixels), ``threads`` files at a time."""
+    import rasterio
+    from rasterio.windows import Window, from_bounds
+
+    from eostats.grids import parse_grid
+    from eostats.taskids import parse_task_id
+
+    items = _task_items(collection)
+    task = parse_task_id(collection["task"])
+    tile = parse_grid(collection["grid"]).tile_geobox(task.x, task.y)
+    jobs = [
+        (item["assets"][band]["href"], item["properties"]["proj:code"])
+        for item in items
+        for band in bands
+    ]
+
+    bboxes = {crs: tile.extent.to_crs(crs).boundingbox for crs in {crs for _, crs in jobs}}
+
+    def read(job: tuple[str, str]) -> int:
+        href, crs = job
+        with rasterio.open(href) as src:
+            bbox = bboxes[crs]
+            win = from_bounds(*bbox, transform=src.transform)
+            col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
+            col1 = min(src.width, math.ceil(win.col_off + win.width))
+            row1 = min(src.height, math.ceil(win.row_off + win.height))
+            data = src.read(1, window=Window(col0, row0, col1 - col0, row1 - row0))
+        return data.nbytes
+
+    read(jobs[0])  # GDAL's first open initialises drivers
+    with Stopwatch() as sw, ThreadPoolExecutor(io_threads) as pool:
+        nbytes = sum(pool.map(read, jobs))
+    return {**sw.as_dict(), "files": len(jobs), "mbytes": nbytes / 2**20}
+
+
+def tile(
+    collection: dict, plugin: str, chunk: int, job_threads: int, results: str
+) -> dict[str, Any]:
+    """:func:`eostats.tile.compute_tile` of the collection's task; then its COGs written (timed apart)."""
+    from eostats.cache import DatasetCache
+    from eostats.taskids import parse_task_id
+    from eostats.tile import compute_tile, write_tile
+
+    run = _run(collection, plugin, chunk, results)
+    task = parse_task_id(collection["task"])
+    _warm_up()
+    with DatasetCache.open(collection["cache"]) as cache:
+        _ = run.plugin, run.grid  # config objects outside the timing
+        with Stopwatch() as sw:
+            data, info = compute_tile(run, cache, task, job_threads)
+        from benchmarks.measure import peak_rss_mb
+
+        peak = peak_rss_mb()
+        with Stopwatch() as sw_write:
+            write_tile(run, task, data, cache.dataset_ids(task))
+    return {
+        **sw.as_dict(),
+        "peak_compute_mb": peak,
+        "write_wall_s": sw_write.wall_s,
+        "timings": info["timings"],
+        "blocks": info["blocks"],
+        "observations": info["observations"],
+        "read_cpu": info.get("read_cpu_seconds", {}),
+    }
+
+
+def _warm_up() -> None:
+    """Imports and JIT compilation of what a tile job runs, outside the timing (one-off costs per process)."""
+    import dask.array  # noqa: F401
+    import numpy as np
+    import rasterio  # noqa: F401
+    from odc.geo.geobox import GeoBox
+
+    from eostats.kernels.geomedian import geomedian_mads
+    from eostats.kernels.warp import pixel_map, warp_bilinear, warp_nearest
+
+    box = GeoBox.from_bbox((600000, 6000000, 600300, 6000300), "EPSG:32755", resolution=30)
+    dst = GeoBox.from_bbox(box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30)
+    mapping = pixel_map(box, dst)
+    for dtype in ("int16", "uint8"):
+        data = np.zeros((10, 10), dtype)
+        warp_bilinear(data, mapping, dst.shape.yx, 0)
+        warp_nearest(data, mapping, dst.shape.yx, None)
+    geomedian_mads(np.ones((6, 3, 2, 2), np.int16), nodata=-999, scale=1e-4, offset=-1e-4)
+
+
+def read_only(
+    collection: dict, plugin: str, chunk: int, job_threads: int, results: str
+) -> dict[str, Any]:
+    """The tile's input pipeline alone (decode, mask, fuse, reproject every block; no reduction)."""
+    from eostats.cache import DatasetCache
+    from eostats.loading import TaskReader
+    from eostats.taskids import parse_task_id
+    from eostats.tile import _blocks
+
+    run = _run(collection, plugin, chunk, results)
+    task = parse_task_id(collection["task"])
+    box = run.grid.tile_geobox(task.x, task.y)
+    _warm_up()
+    with DatasetCache.open(collection["cache"]) as cache:
+        items = cache.datasets(task)
+    size = int(run.config["chunk_size"])
+    with Stopwatch() as sw, TaskReader(items, box, run.plugin, threads=job_threads) as reader:
+        for ys, xs in _blocks(box.shape.yx, size):
+            reader.read(ys, xs)
+    return {**sw.as_dict(), "read_cpu": reader.cpu_seconds}
+
+
+def kernel_on_tile(collection: dict, job_threads: int, results: str) -> dict[str, Any]:
+    """The gm-ls reduction alone on the whole tile's loaded observations (its inputs loaded first, untimed)."""
+    import numba
+
+    from eostats.cache import DatasetCache
+    from eostats.loading import load_task
+    from eostats.taskids import parse_task_id
+
+    run = _run(collection, "gm-ls", 0, results)
+    task = parse_task_id(collection["task"])
+    tile_box = run.grid.tile_geobox(task.x, task.y)
+    with DatasetCache.open(collection["cache"]) as cache:
+        items = cache.datasets(task)
+    size = max(tile_box.shape.yx)
+    block = load_task(items, tile_box, run.plugin, chunk_size=size).compute(
+        scheduler="threads", num_workers=job_threads
+    )
+    numba.set_num_threads(job_threads)
+    run.plugin.reduce(block.isel(y=slice(0, 16), x=slice(0, 16)))  # JIT warm-up
+    with Stopwatch() as sw:
+        run.plugin.reduce(block)
+    return sw.as_dict()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# figures
+
+GM_BANDS = [
+    "nbart_blue",
+    "nbart_green",
+    "nbart_red",
+    "nbart_nir",
+    "nbart_swir_1",
+    "nbart_swir_2",
+    "oa_fmask",
+    "oa_nbart_contiguity",
+]
+
+
+def _collection(workdir: Path, tile_px: int, n_obs: int, n_distinct: int) -> dict:
+    info = run_child(
+        "tiles:make_collection",
+        workdir=str(workdir),
+        tile_px=tile_px,
+        n_obs=n_obs,
+        n_distinct=n_distinct,
+    )
+    return info
+
+
+def make_collection(workdir: str, tile_px: int, n_obs: int, n_distinct: int) -> dict[str, Any]:
+    from benchmarks.inputs import tile_collection
+
+    tc = tile_collection(Path(workdir), tile_px, n_obs, n_distinct)
+    return {
+        "ndjson": str(tc.ndjson),
+        "cache": str(tc.cache),
+        "grid": tc.grid,
+        "task": tc.task,
+        "tile_px": tc.tile_px,
+        "n_obs": tc.n_obs,
+        "n_distinct": tc.n_distinct,
+        "scene_px": list(tc.scene_px),
+    }
+
+
+def _tile_rows(
+    name: str,
+    coll: dict,
+    plugin: str,
+    bands: list[str],
+    workdir: Path,
+    threads: int,
+    with_kernel: bool,
+) -> list[Row]:
+    results = str(workdir / "results")
+    common = {
+        "collection": coll,
+        "plugin": plugin,
+        "chunk": 0,
+        "job_threads": threads,
+        "results": results,
+    }
+    dec = run_child(
+        "tiles:decode", threads=threads, collection=coll, bands=bands, io_threads=threads
+    )
+    inputs = run_child("tiles:read_only", threads=threads, **common)
+    ker = None
+    if with_kernel:
+        ker = run_child(
+            "tiles:kernel_on_tile",
+            threads=threads,
+            collection=coll,
+            job_threads=threads,
+            results=results,
+        )
+    tl = run_child("tiles:tile", threads=threads, **common)
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in tl["read_cpu"].items())
+    size = f"{coll['tile_px']}² tile, {coll['n_obs']} obs, {len(bands)} band(s), {tl['blocks']} block(s)"
+    kernel_wall = ker["wall_s"] if ker else 0.0
+    kernel_note = f" + kernel {ker['wall_s']:.2f} s ({ker['cpu_s']:.2f} CPU-s)" if ker else ""
+    strict = dec["wall_s"] + kernel_wall
+    loose = inputs["wall_s"] + kernel_wall
+    target = 1.2 if with_kernel else 1.3
+    what = "decode + kernel" if with_kernel else "decode"
+    return [
+        Row(
+            f"{name} tile wall vs {what}",
+            tl["wall_s"],
+            strict,
+            f"≤ {target}",
+            tl["wall_s"] <= target * strict,
+            f"{size}; decode {dec['wall_s']:.2f} s ({dec['cpu_s']:.2f} CPU-s, {dec['files']} files){kernel_note}; "
+            f"tile CPU {tl['cpu_s']:.2f} s (reading threads, CPU-s: {stages}); write {tl['write_wall_s']:.2f} s extra",
+            unit="s",
+        ),
+        Row(
+            f"{name} tile wall vs input pipeline{' + kernel' if with_kernel else ''}",
+            tl["wall_s"],
+            loose,
+            f"≤ {target}",
+            tl["wall_s"] <= target * loose,
+            f"input pipeline = decode, mask, fuse and reproject every block without reducing: "
+            f"{inputs['wall_s']:.2f} s ({inputs['cpu_s']:.2f} CPU-s)",
+            unit="s",
+        ),
+    ]
+
+
+def clear_count_figures(
+    workdir: Path, tile_px: int, n_obs: int, n_distinct: int, threads: int
+) -> list[Row]:
+    coll = _collection(workdir, tile_px, n_obs, n_distinct)
+    return _tile_rows(
+        "clear counts (pq)", coll, "pq", ["oa_fmask"], workdir, threads, with_kernel=False
+    )
+
+
+def whole_tile_figures(
+    workdir: Path, tile_px: int, n_obs: int, n_distinct: int, threads: int
+) -> list[Row]:
+    """gm-ls tile wall vs decoding its inputs plus the geomedian kernel alone (target: at most 20 % more)."""
+    coll = _collection(workdir, tile_px, n_obs, n_distinct)
+    return _tile_rows(
+        "geomedian (gm-ls)", coll, "gm-ls", GM_BANDS, workdir, threads, with_kernel=True
+    )
+
+
+def memory_figures(
+    workdir: Path, tile_px: int, n_obs: int, n_distinct: int, threads: int, chunks: list[int]
+) -> list[Row]:
+    """Peak RSS of a gm-ls tile (compute, before writing) with default chunking and with other chunk sizes."""
+    coll = _collection(workdir, tile_px, n_obs, n_distinct)
+    results = str(workdir / "results")
+    rows = []
+    for chunk in [0, *chunks]:
+        tl = run_child(
+            "tiles:tile",
+            threads=threads,
+            collection=coll,
+            plugin="gm-ls",
+            chunk=chunk,
+            job_threads=threads,
+            results=results,
+        )
+        input_mb = 6 * coll["n_obs"] * tile_px * tile_px * 2 / 2**20
+        if chunk == 0:
+            rows.append(
+                Row(
+                    f"peak RSS, {tile_px}² gm-ls tile, default chunks",
+                    tl["peak_compute_mb"],
+                    None,
+                    "≤ 4096 MiB",
+                    tl["peak_compute_mb"] <= 4096,
+                    f"{coll['n_obs']} obs (6 bands: {input_mb:,.0f} MiB as int16), {tl['blocks']} blocks of 1024 px, wall {tl['wall_s']:.1f} s",
+                    unit="MiB",
+                )
+            )
+        else:
+            rows.append(
+                Row(
+                    f"peak RSS, chunk_size {chunk}",
+                    tl["peak_compute_mb"],
+                    None,
+                    "(scaling)",
+                    None,
+                    f"{tl['blocks']} blocks, wall {tl['wall_s']:.1f} s, CPU {tl['cpu_s']:.1f} s",
+                    unit="MiB",
+                )
+            )
+    return rows
