@@ -145,6 +145,10 @@ def tile_group(wildcards):
     checkpoint (snakemake#1628), and one pod would get every tile.
     """
     size = max(1, int(workflow.group_settings.group_components.get(TILE_GROUP, 1)))
+    if size == 1 and TILE_GROUP not in workflow.group_settings.group_components:
+        return (
+            None  # no grouping asked for: plain tile jobs (Slurm job arrays need them)
+        )
     csv_path = local_copy(RUN.task_csv)
     position = _task_positions(str(csv_path), csv_path.stat().st_mtime_ns).get(
         task_of(wildcards)
