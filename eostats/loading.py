@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import threading
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,11 +39,15 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from odc.geo.xr import xr_coords, xr_reproject
+from rasterio.env import set_gdal_config
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
 from eostats.kernels.warp import PixelMap, pixel_map, warp_bilinear, warp_nearest
 from eostats.plugins.base import StatsPlugin
+
+GDAL_CACHE_BYTES = 256 * 2**20
+"""GDAL's block cache while a :class:`TaskReader` runs, unless ``GDAL_CACHEMAX`` is set in the environment."""
 
 
 class DatasetError(RuntimeError):
@@ -162,7 +169,14 @@ class TaskReader:
         self._handles = _Handles()
         self._all_handles: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max(1, int(threads)), thread_name_prefix="eostats-read")
+        if "GDAL_CACHEMAX" not in os.environ:
+            # GDAL's default block cache (5 % of RAM) would hold every decoded COG tile of a block; neighbouring
+            # blocks are mostly read by other threads' handles, so a big cache buys little and costs memory
+            set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_BYTES)
+        #: CPU seconds spent per stage (decode, mask, fuse, warp) by the reading threads, summed over blocks
+        self.cpu_seconds: dict[str, float] = {}
+        self._threads = max(1, int(threads))
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="eostats-read")
         self.band_info = self._probe_bands()
         self.variables = self._probe_variables()
 
@@ -198,7 +212,7 @@ class TaskReader:
         first = next(iter(self.groups[0].days.values()))[0]
         info = {}
         for band in self.bands:
-            src = self._dataset(first.hrefs[band])
+            src, _ = self._dataset(first.hrefs[band])
             nodata = src.nodata
             if nodata is None:
                 bands_meta = first.item.assets[band].extra_fields.get("raster:bands") or [{}]
@@ -225,46 +239,55 @@ class TaskReader:
         return [(b, self.band_info[b]) for b in self.bands]
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def _dataset(self, href: str):
+    def _dataset(self, href: str) -> tuple[Any, bool]:
+        """This thread's open dataset of ``href``, and whether its CRS is that of its group's grid."""
         handles = self._handles.open
         if not handles:
             with self._lock:
                 self._all_handles.append(handles)
-        src = handles.get(href)
-        if src is None:
+        entry = handles.get(href)
+        if entry is None:
             src = rasterio.open(href)
-            handles[href] = src
-        return src
+            entry = (src, CRS(src.crs.to_wkt()) if src.crs else None)
+            handles[href] = entry
+        return entry
 
-    def _read_band(self, href: str, band: str, gbox: GeoBox) -> np.ndarray:
-        """One band of one dataset on ``gbox`` (the dataset's own pixel grid); nodata outside its raster."""
+    def _read_band(
+        self, href: str, band: str, gbox: GeoBox, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One band of one dataset on ``gbox`` (the dataset's own pixel grid), into ``out`` if given; nodata
+        outside its raster."""
         info = self.band_info[band]
         fill = info.nodata if info.nodata is not None else 0
-        out = np.full(gbox.shape.yx, fill, dtype=info.dtype)
+        if out is None:
+            out = np.empty(gbox.shape.yx, dtype=info.dtype)
+        out[...] = fill
         try:
-            src = self._dataset(href)
+            src, crs = self._dataset(href)
             t, g = src.transform, gbox.transform
             col = (g.c - t.c) / t.a
             row = (g.f - t.f) / t.e
             aligned = (
-                CRS(src.crs.to_wkt()) == gbox.crs
-                and t.b == 0
+                t.b == 0
                 and t.d == 0
                 and math.isclose(t.a, g.a, rel_tol=1e-9)
                 and math.isclose(t.e, g.e, rel_tol=1e-9)
                 and abs(col - round(col)) < 1e-6
                 and abs(row - round(row)) < 1e-6
+                and crs == gbox.crs
             )
             if not aligned:
                 # another pixel grid (e.g. a 20 m band among 10 m ones): nearest, as odc-stac reads it
+                warped = np.full(gbox.shape.yx, fill, dtype=info.dtype)
                 reproject(
                     rasterio.band(src, 1),
-                    out,
+                    warped,
                     dst_transform=g,
                     dst_crs=gbox.crs.to_wkt(),
                     dst_nodata=fill,
                     resampling=Resampling.nearest,
                 )
+                out[...] = warped
                 return out
             col, row = int(round(col)), int(round(row))
             ny, nx = out.shape
@@ -284,87 +307,157 @@ class TaskReader:
         coords["time"] = np.asarray(times)
         return xr.Dataset({k: v.assign_coords(coords) for k, v in arrays.items()})
 
-    def _mask_and_fuse(self, xx: xr.Dataset) -> xr.Dataset:
-        """The plugin's native_transform, then its fuse, on one solar day's datasets (computed, numpy-backed)."""
-        masked = self.plugin.native_transform(xx)
-        masked = masked.compute(scheduler="synchronous")
-        fused = self.plugin.fuse(masked)
+    def _fuse(self, xx: xr.Dataset) -> xr.Dataset:
+        """The plugin's fuse of one day's observations (dim ``time``), computed, without a ``time`` dim."""
+        fused = self.plugin.fuse(xx)
         if "time" in fused.dims:
             fused = fused.isel(time=0, drop=True)
         return fused.compute(scheduler="synchronous")
 
-    def _native_day(self, group: _Group, day: np.datetime64, gbox: GeoBox) -> xr.Dataset | None:
-        """The fused observation of ``day`` in ``group`` on the native window ``gbox``; None if nothing is there."""
+    def _mask_and_fuse(self, xx: xr.Dataset) -> xr.Dataset:
+        """The plugin's native_transform, then its fuse, on one solar day's datasets (computed, numpy-backed)."""
+        return self._fuse(self.plugin.native_transform(xx).compute(scheduler="synchronous"))
+
+    def _native_days(
+        self, group: _Group, days: list[np.datetime64], gbox: GeoBox
+    ) -> tuple[list[np.datetime64], dict[str, np.ndarray], dict[str, dict]]:
+        """The fused observations of ``days`` in ``group`` on the native window ``gbox``.
+
+        Returns the days with data there, and each variable as a ``(day, y, x)`` stack with its attrs. The
+        datasets of all the days are decoded and masked together: the plugin's masking builds a small dask graph
+        per call, whose cost is then paid once per batch of days rather than per day.
+        """
+        import dask.array as da
+
         window = gbox.boundingbox
-        present = [obs for obs in group.days[day] if _may_overlap(obs.item, self.bands[0], window)]
-        if not present:
-            return None
-        arrays = {
-            band: xr.DataArray(
-                np.stack([self._read_band(obs.hrefs[band], band, gbox) for obs in present]),
-                dims=("time", "y", "x"),
-                attrs={"nodata": self.band_info[band].nodata},
-            )
-            for band in self.bands
+        present = {
+            day: [obs for obs in group.days[day] if _may_overlap(obs.item, self.bands[0], window)]
+            for day in days
         }
-        times = np.array([np.datetime64(obs.time, "ns") for obs in present])
-        xx = self._as_dataset(arrays, gbox, times)
-        return self._mask_and_fuse(xx)
+        observations = [obs for day in days for obs in present[day]]
+        if not observations:
+            return [], {}, {}
+        t0 = time.thread_time()
+        arrays = {}
+        for band in self.bands:
+            stack = np.empty((len(observations), *gbox.shape.yx), dtype=self.band_info[band].dtype)
+            for i, obs in enumerate(observations):
+                self._read_band(obs.hrefs[band], band, gbox, out=stack[i])
+            # named: dask would otherwise hash the whole array to name it
+            data = da.from_array(
+                stack, chunks=stack.shape, name=f"eostats-{band}-{uuid.uuid4().hex}"
+            )
+            arrays[band] = xr.DataArray(
+                data, dims=("time", "y", "x"), attrs={"nodata": self.band_info[band].nodata}
+            )
+        t1 = time.thread_time()
+        times = np.array([np.datetime64(obs.time, "ns") for obs in observations])
+        masked = self.plugin.native_transform(self._as_dataset(arrays, gbox, times))
+        masked = masked.compute(scheduler="synchronous")
+        del arrays
+        t2 = time.thread_time()
+        fused_days, fused = [], []
+        start = 0
+        for day in days:
+            n = len(present[day])
+            if n:
+                fused_days.append(day)
+                fused.append(self._fuse(masked.isel(time=slice(start, start + n))))
+                start += n
+        del masked
+        stacks = {name: np.stack([f[name].values for f in fused]) for name in fused[0].data_vars}
+        attrs = {name: dict(var.attrs) for name, var in fused[0].data_vars.items()}
+        self._count(decode=t1 - t0, mask=t2 - t1, fuse=time.thread_time() - t2)
+        return fused_days, stacks, attrs
+
+    def _count(self, **seconds: float) -> None:
+        with self._lock:
+            for stage, value in seconds.items():
+                self.cpu_seconds[stage] = self.cpu_seconds.get(stage, 0.0) + value
 
     def _warp(
-        self, fused: xr.Dataset, mapping: PixelMap, native: GeoBox, block: GeoBox
+        self,
+        stacks: dict[str, np.ndarray],
+        attrs: dict[str, dict],
+        mapping: PixelMap,
+        native: GeoBox,
+        block: GeoBox,
     ) -> dict[str, np.ndarray]:
-        """Every variable of a native-window observation on the block (booleans through uint8 0/255, as before)."""
+        """Every variable's ``(day, y, x)`` stack from the native window onto the block (booleans go through uint8
+        0/255 and come back as ``> 127``, so bilinear resampling of a mask keeps its majority)."""
         out = {}
         method = self.plugin.resampling
-        for name, var in fused.data_vars.items():
-            data = np.asarray(var.values)
+        for name, data in stacks.items():
             is_bool = data.dtype == bool
             if is_bool:
-                data = data.astype(np.uint8) * np.uint8(255)
+                data = data.view(np.uint8) * np.uint8(255)
                 nodata = None
             else:
-                nodata = var.attrs.get("nodata")
+                nodata = attrs[name].get("nodata")
             if method == "nearest":
                 warped = warp_nearest(data, mapping, block.shape.yx, nodata)
             elif method == "bilinear":
                 warped = warp_bilinear(data, mapping, block.shape.yx, nodata)
             else:
                 src = xr.DataArray(
-                    data, dims=("y", "x"), coords=xr_coords(native), attrs={"nodata": nodata}
+                    data,
+                    dims=("time", "y", "x"),
+                    coords=xr_coords(native),
+                    attrs={"nodata": nodata},
                 )
                 warped = xr_reproject(src, block, resampling=method).values
             out[name] = warped > 127 if is_bool else warped
         return out
 
-    def _day_on_block(
-        self, day: np.datetime64, block: GeoBox, natives: list[tuple[GeoBox, PixelMap]]
-    ) -> dict[str, np.ndarray] | None:
+    def _days_on_block(
+        self,
+        days: list[np.datetime64],
+        block: GeoBox,
+        natives: list[tuple[GeoBox, PixelMap]],
+        arrays: dict,
+    ) -> None:
+        """Write the variables of ``days`` on ``block`` into ``arrays`` (``(time, y, x)`` per variable)."""
         per_group = []
         for group, (native, mapping) in zip(self.groups, natives, strict=True):
-            if day not in group.days:
+            mine = [day for day in days if day in group.days]
+            if not mine:
                 continue
-            fused = self._native_day(group, day, native)
-            if fused is not None:
-                per_group.append(self._warp(fused, mapping, native, block))
-        if not per_group:
-            return None
+            found, stacks, attrs = self._native_days(group, mine, native)
+            if found:
+                t0 = time.thread_time()
+                per_group.append((found, self._warp(stacks, attrs, mapping, native, block)))
+                self._count(warp=time.thread_time() - t0)
         if len(self.groups) == 1:
-            return per_group[0]
-        # several native grids: fuse the day's reprojected observations on the tile, as odc-stats does
-        stack = {
-            name: xr.DataArray(
-                np.stack([g[name] for g in per_group]),
-                dims=("time", "y", "x"),
-                attrs=self.variables[name][1],
-            )
-            for name in self.variables
-        }
-        fused = self.plugin.fuse(xr.Dataset(stack, coords=dict(xr_coords(block))))
-        if "time" in fused.dims:
-            fused = fused.isel(time=0, drop=True)
-        fused = fused.compute(scheduler="synchronous")
-        return {name: np.asarray(fused[name].values) for name in self.variables}
+            for found, warped in per_group:
+                index = [self._day_index[day] for day in found]
+                for name, values in warped.items():
+                    arrays[name][index] = values
+            return
+        # several native grids: fuse each day's reprojected observations on the tile, as odc-stats does
+        coords = dict(xr_coords(block))
+        for day in days:
+            results = [(found.index(day), warped) for found, warped in per_group if day in found]
+            if not results:
+                continue
+            stack = {
+                name: xr.DataArray(
+                    np.stack([warped[name][k] for k, warped in results]),
+                    dims=("time", "y", "x"),
+                    attrs=self.variables[name][1],
+                )
+                for name in self.variables
+            }
+            fused = self._fuse(xr.Dataset(stack, coords=coords))
+            i = self._day_index[day]
+            for name in self.variables:
+                arrays[name][i] = fused[name].values
+
+    def _batches(self) -> list[list[np.datetime64]]:
+        """Consecutive solar days in batches: at least two per thread, at most 8 days each."""
+        days = list(self.days)
+        n_jobs = max(2 * self._threads, math.ceil(len(days) / 8))
+        size = max(1, math.ceil(len(days) / n_jobs))
+        return [days[i : i + size] for i in range(0, len(days), size)]
 
     def read(self, ys: slice, xs: slice) -> xr.Dataset:
         """The block ``tile[ys, xs]``: numpy-backed Dataset with dims ``(time, y, x)``, one time per solar day.
@@ -385,14 +478,11 @@ class TaskReader:
             fill = False if np.dtype(dtype).kind == "b" else (nodata if nodata is not None else 0)
             arrays[name] = np.full(shape, fill, dtype=dtype)
 
-        def job(day: np.datetime64) -> None:
-            result = self._day_on_block(day, block, natives)
-            if result is not None:
-                i = self._day_index[day]
-                for name, values in result.items():
-                    arrays[name][i] = values
-
-        for future in [self._pool.submit(job, day) for day in self.days]:
+        jobs = [
+            self._pool.submit(self._days_on_block, batch, block, natives, arrays)
+            for batch in self._batches()
+        ]
+        for future in jobs:
             future.result()
         coords = dict(xr_coords(block))
         coords["time"] = self.days.astype("datetime64[ns]")
@@ -436,7 +526,7 @@ class TaskReader:
         self._pool.shutdown(wait=True)
         with self._lock:
             for handles in self._all_handles:
-                for src in handles.values():
+                for src, _ in handles.values():
                     src.close()
                 handles.clear()
             self._all_handles.clear()

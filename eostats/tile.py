@@ -93,12 +93,19 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
             t_reduce += t3 - t2
             log.info("task %s: block %d of %d done", task, i, len(blocks))
         n_obs = len(reader.days)
+        read_cpu = {stage: round(seconds, 3) for stage, seconds in reader.cpu_seconds.items()}
     # "load": time spent waiting for inputs (reading overlaps reducing); "reduce": the plugin's reductions
     timings["load"] = t_load
     timings["reduce"] = t_reduce
     coords = xr_coords(geobox)
     ds = xr.Dataset({name: xr.DataArray(arr, dims=("y", "x"), coords=coords) for name, arr in outputs.items()})
-    info = {"datasets": len(items), "observations": n_obs, "blocks": len(blocks), "timings": timings}
+    info = {
+        "datasets": len(items),
+        "observations": n_obs,
+        "blocks": len(blocks),
+        "timings": timings,
+        "read_cpu_seconds": read_cpu,
+    }
     return ds, info
 
 

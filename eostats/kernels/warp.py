@@ -146,56 +146,81 @@ def _is_valid(v, nodata, has_nodata):
 
 @numba.njit(cache=True, nogil=True)
 def _nearest(src, centre, nodata, has_nodata, out):
+    """src (k, h*w) → out (k, n): the pixel under each centre."""
+    n_stack = src.shape[0]
     for i in range(centre.size):
         c = centre[i]
-        out[i] = nodata
-        if c >= 0:
-            v = src[c]
-            if _is_valid(v, nodata, has_nodata):
-                out[i] = v
+        for k in range(n_stack):
+            out[k, i] = nodata
+            if c >= 0:
+                v = src[k, c]
+                if _is_valid(v, nodata, has_nodata):
+                    out[k, i] = v
 
 
 @numba.njit(cache=True, nogil=True)
 def _bilinear(src, sx, sy, nodata, has_nodata, is_int, lo, hi, out):
-    ny, nx = out.shape
-    h, w = src.shape
+    """src (k, h, w) → out (k, ny, nx); the taps of a destination pixel are worked out once for the stack."""
+    n_stack, h, w = src.shape
+    ny, nx = sx.shape
     for r in range(ny):
         for c in range(nx):
             x = sx[r, c]
             y = sy[r, c]
-            out[r, c] = nodata
-            if not (x + 1e-10 >= 0.0 and y + 1e-10 >= 0.0):
-                continue
             cx = int(x + 1e-10)  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
             cy = int(y + 1e-10)
-            if cx >= w or cy >= h or not _is_valid(src[cy, cx], nodata, has_nodata):
-                continue  # GDAL: no value where the pixel under the centre is missing
+            if not (x + 1e-10 >= 0.0 and y + 1e-10 >= 0.0) or cx >= w or cy >= h:
+                for k in range(n_stack):
+                    out[k, r, c] = nodata
+                continue
             ix = int(np.floor(x - 0.5))
             iy = int(np.floor(y - 0.5))
             rx = 1.5 - (x - ix)
             ry = 1.5 - (y - iy)
-            acc = 0.0
-            total = 0.0
-            for k in range(4):
-                jx = ix + (k == 1 or k == 2)
-                jy = iy + (k >= 2)
-                if jx < 0 or jy < 0 or jx >= w or jy >= h:
+            # the four samples: upper left, upper right, lower right, lower left (GDAL's order), -1 if outside
+            x0_in = ix >= 0
+            x1_in = ix + 1 < w
+            y0_in = iy >= 0
+            y1_in = iy + 1 < h
+            w00 = rx * ry if (x0_in and y0_in) else 0.0
+            w01 = (1.0 - rx) * ry if (x1_in and y0_in) else 0.0
+            w11 = (1.0 - rx) * (1.0 - ry) if (x1_in and y1_in) else 0.0
+            w10 = rx * (1.0 - ry) if (x0_in and y1_in) else 0.0
+            jx0 = max(ix, 0)
+            jx1 = min(ix + 1, w - 1)
+            jy0 = max(iy, 0)
+            jy1 = min(iy + 1, h - 1)
+            for k in range(n_stack):
+                out[k, r, c] = nodata
+                if not _is_valid(src[k, cy, cx], nodata, has_nodata):
+                    continue  # GDAL: no value where the pixel under the centre is missing
+                acc = 0.0
+                total = 0.0
+                v = src[k, jy0, jx0]
+                if w00 > 0.0 and _is_valid(v, nodata, has_nodata):
+                    acc += w00 * v
+                    total += w00
+                v = src[k, jy0, jx1]
+                if w01 > 0.0 and _is_valid(v, nodata, has_nodata):
+                    acc += w01 * v
+                    total += w01
+                v = src[k, jy1, jx1]
+                if w11 > 0.0 and _is_valid(v, nodata, has_nodata):
+                    acc += w11 * v
+                    total += w11
+                v = src[k, jy1, jx0]
+                if w10 > 0.0 and _is_valid(v, nodata, has_nodata):
+                    acc += w10 * v
+                    total += w10
+                if total < 1e-5:
                     continue
-                v = src[jy, jx]
-                if not _is_valid(v, nodata, has_nodata):
-                    continue
-                wgt = (rx if jx == ix else 1.0 - rx) * (ry if jy == iy else 1.0 - ry)
-                acc += wgt * v
-                total += wgt
-            if total < 1e-5:
-                continue
-            value = acc if total == 1.0 else acc / total
-            if is_int:
-                value = np.floor(value + 0.5)
-                value = min(max(value, lo), hi)
-                if has_nodata and value == nodata:
-                    value = nodata + 1 if nodata == lo else nodata - 1
-            out[r, c] = value
+                value = acc if total == 1.0 else acc / total
+                if is_int:
+                    value = np.floor(value + 0.5)
+                    value = min(max(value, lo), hi)
+                    if has_nodata and value == nodata:
+                        value = nodata + 1 if nodata == lo else nodata - 1
+                out[k, r, c] = value
 
 
 def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:
@@ -209,40 +234,55 @@ def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:
 
 def _shifted(src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], fill) -> np.ndarray:
     row, col = mapping.shift
-    out = np.full(out_shape, fill, dtype=src.dtype)
-    h, w = src.shape
+    out = np.full((src.shape[0], *out_shape), fill, dtype=src.dtype)
+    h, w = src.shape[-2:]
     r0, c0 = max(0, -row), max(0, -col)
     r1, c1 = min(out_shape[0], h - row), min(out_shape[1], w - col)
     if r1 > r0 and c1 > c0:
-        out[r0:r1, c0:c1] = src[r0 + row : r1 + row, c0 + col : c1 + col]
+        out[:, r0:r1, c0:c1] = src[:, r0 + row : r1 + row, c0 + col : c1 + col]
     return out
+
+
+def _as_stack(src: np.ndarray) -> tuple[np.ndarray, bool]:
+    if src.ndim == 2:
+        return src[None], True
+    if src.ndim == 3:
+        return src, False
+    raise ValueError(f"expected a (y, x) raster or a (k, y, x) stack, got shape {src.shape}")
 
 
 def warp_nearest(
     src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], nodata
 ) -> np.ndarray:
-    """Nearest-neighbour resampling of a 2-D ``src`` (``mapping.src_shape``) to ``out_shape``; see module."""
+    """Nearest-neighbour resampling of ``src`` (``(y, x)`` or a stack ``(k, y, x)`` on ``mapping``'s source grid)
+    to ``out_shape`` (``(ny, nx)``; stacks keep their first axis); see the module docstring."""
     src, fill, has_nodata = _prepare(src, nodata)
+    stack, single = _as_stack(src)
     if mapping.shift is not None:
-        return _shifted(src, mapping, out_shape, fill)
-    out = np.empty(out_shape, dtype=src.dtype)
-    _nearest(src.ravel(), mapping.centre, fill, has_nodata, out.ravel())
-    return out
+        out = _shifted(stack, mapping, out_shape, fill)
+    else:
+        out = np.empty((stack.shape[0], *out_shape), dtype=src.dtype)
+        flat = stack.reshape(stack.shape[0], -1)
+        _nearest(flat, mapping.centre, fill, has_nodata, out.reshape(stack.shape[0], -1))
+    return out[0] if single else out
 
 
 def warp_bilinear(
     src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], nodata
 ) -> np.ndarray:
-    """GDAL-style 4-sample bilinear resampling of a 2-D ``src`` to ``out_shape``; see the module docstring."""
+    """GDAL-style 4-sample bilinear resampling of ``src`` (``(y, x)`` or ``(k, y, x)``) to ``out_shape``; see the
+    module docstring."""
     src, fill, has_nodata = _prepare(src, nodata)
+    stack, single = _as_stack(src)
     if mapping.shift is not None:
-        return _shifted(src, mapping, out_shape, fill)
-    out = np.empty(out_shape, dtype=src.dtype)
+        out = _shifted(stack, mapping, out_shape, fill)
+        return out[0] if single else out
+    out = np.empty((stack.shape[0], *out_shape), dtype=src.dtype)
     is_int = src.dtype.kind in "iu"
     if is_int:
         info = np.iinfo(src.dtype)
         lo, hi = float(info.min), float(info.max)
     else:
         lo, hi = -np.inf, np.inf
-    _bilinear(src, mapping.sx, mapping.sy, fill, has_nodata, is_int, lo, hi, out)
-    return out
+    _bilinear(stack, mapping.sx, mapping.sy, fill, has_nodata, is_int, lo, hi, out)
+    return out[0] if single else out
