@@ -76,6 +76,7 @@ def test_planning_lists_the_same_jobs(workdir: Path) -> None:
 def test_cache_build_and_lookup(workdir: Path) -> None:
     rows = figure(workdir, "cache")
     build = rows[f"cache build, {QUICK.cache_items:,} NDJSON items"]
+    assert rows["per-task look-up (dataset_ids(), p99)"].ours > 0
     assert build.ours > 0
     assert "tasks" in build.note
 
