@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from odc.algo._percentile import np_percentile
 
-from eostats.kernels.percentile import nearest_rank_percentiles, rank_table
+from eostats.kernels.percentile import nearest_rank_percentiles, percentile, rank_table
 
 QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
@@ -178,3 +178,11 @@ def test_input_validation() -> None:
         nearest_rank_percentiles(data.astype(bool), [0.5], nodata=0)
     with pytest.raises(ValueError, match="nodata"):
         nearest_rank_percentiles(data.astype(np.uint8), [0.5], nodata=-999)
+
+
+def test_list_form_per_quantile() -> None:
+    rng = np.random.default_rng(9)
+    data = random_stack(rng, 9, 4, 5, "int16", -999)
+    parts = percentile(data, [0.1, 0.9], -999, min_count=2)
+    assert len(parts) == 2 and parts[0].shape == (4, 5)
+    np.testing.assert_array_equal(np.stack(parts), reference(data, [0.1, 0.9], -999, min_valid=2))

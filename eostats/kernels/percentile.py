@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-__all__ = ["MIN_VALID", "nearest_rank_percentiles", "rank_table"]
+__all__ = ["MIN_VALID", "nearest_rank_percentiles", "percentile", "rank_table"]
 
 MIN_VALID = 3
 """Fewer valid observations than this give nodata (odc-algo's threshold)."""
@@ -185,3 +185,14 @@ def nearest_rank_percentiles(
     else:
         _percentiles_generic(cube, fill, table, int(min_valid), out)
     return out.reshape(*shape[:axis], len(qs), *shape[axis + 1 :])
+
+
+def percentile(
+    data: np.ndarray, quantiles: Sequence[float], nodata: float | int, *, min_count: int = MIN_VALID
+) -> list[np.ndarray]:
+    """:func:`nearest_rank_percentiles` of ``(time, ...)`` data as one array per quantile (the form
+    ``eostats.plugins.tools.nearest_rank_percentiles`` returns)."""
+    result = nearest_rank_percentiles(
+        data, quantiles, nodata=nodata, time_axis=0, min_valid=min_count
+    )
+    return list(result)
