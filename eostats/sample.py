@@ -858,23 +858,40 @@ def _generate_into(root: Path, spec: SampleSpec, workers: int) -> None:
         ),
     )
     collection.extra_fields["eostats:sample_spec"] = spec.to_dict()
-    collection.add_items(items)
-    catalog = pystac.Catalog(
-        id="eostats-sample",
+    save_catalog(
+        root,
+        collection,
+        items,
+        catalog_id="eostats-sample",
         description=f"eostats synthetic sample, bbox {lon0},{lat0},{lon1},{lat1}",
+        collection_id=spec.collection_id,
     )
+
+
+def save_catalog(
+    root: Path,
+    collection: pystac.Collection,
+    items: list[pystac.Item],
+    *,
+    catalog_id: str,
+    description: str,
+    collection_id: str,
+) -> None:
+    """Save a self-contained catalog (catalog → collection → items) under ``root``, plus the same items as NDJSON
+    and as an ItemCollection, with asset hrefs relative to ``root``, for the other source types."""
+    collection.add_items(items)
+    catalog = pystac.Catalog(id=catalog_id, description=description)
     catalog.add_child(collection)
     catalog.normalize_hrefs(str(root))
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
 
-    # Flat item lists for the other source types: asset hrefs relative to ``root``.
     features = []
     for item in items:
         doc = item.to_dict(include_self_link=False, transform_hrefs=False)
         doc["links"] = []
         for band, asset in doc["assets"].items():
-            asset["href"] = f"{spec.collection_id}/{item.id}/{item.id}_{band}.tif"
+            asset["href"] = f"{collection_id}/{item.id}/{item.id}_{band}.tif"
         features.append(doc)
     with open(root / NDJSON_FILE, "w") as fh:
         for doc in features:

@@ -30,7 +30,6 @@ sample-spec mapping (absent or ``landsat_ard``: :func:`eostats.sample.generate_s
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -53,8 +52,6 @@ from scipy import ndimage
 # Private helpers of the Landsat sample: the world (ground fields, skies, scene rendering) is shared on purpose.
 from eostats.sample import (  # noqa: I001
     CATALOG_FILE,
-    ITEM_COLLECTION_FILE,
-    NDJSON_FILE,
     SampleSpec,
     ScenePlan,
     _ground_grids,
@@ -68,6 +65,7 @@ from eostats.sample import (  # noqa: I001
     footprint,
     generate_sample_collection,
     plan_scenes,
+    save_catalog,
 )
 
 PRODUCTS = ("s2_l2a", "usgs_c2l2", "wofs", "fc_wo")
@@ -521,28 +519,15 @@ def _write_catalog(root: Path, product: str, spec: SampleSpec, items: list[pysta
         summaries=pystac.Summaries({"platform": [spec.platform], "gsd": [spec.resolution]}),
     )
     collection.extra_fields["eostats:sample_spec"] = {"product": product, **spec.to_dict()}
-    collection.add_items(items)
     lon0, lat0, lon1, lat1 = spec.bbox
-    catalog = pystac.Catalog(
-        id=f"eostats-sample-{product}",
+    save_catalog(
+        root,
+        collection,
+        items,
+        catalog_id=f"eostats-sample-{product}",
         description=f"eostats synthetic {product} sample, bbox {lon0},{lat0},{lon1},{lat1}",
+        collection_id=spec.collection_id,
     )
-    catalog.add_child(collection)
-    catalog.normalize_hrefs(str(root))
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    features = []
-    for item in items:
-        doc = item.to_dict(include_self_link=False, transform_hrefs=False)
-        doc["links"] = []
-        for band, asset in doc["assets"].items():
-            asset["href"] = f"{spec.collection_id}/{item.id}/{item.id}_{band}.tif"
-        features.append(doc)
-    with open(root / NDJSON_FILE, "w") as fh:
-        for doc in features:
-            fh.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    with open(root / ITEM_COLLECTION_FILE, "w") as fh:
-        json.dump({"type": "FeatureCollection", "features": features}, fh, indent=1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,9 +23,12 @@ from eostats.plugins.base import (
     first_valid,
     parse_filter_chain,
 )
-from eostats.plugins.gm_ls import class_codes
+from eostats.plugins.tools import class_codes
 
-DEFAULT_FILTERS = {"2_5": [["opening", 2], ["dilation", 5]], "0_5": [["opening", 0], ["dilation", 5]]}
+DEFAULT_FILTERS = {
+    "2_5": [["opening", 2], ["dilation", 5]],
+    "0_5": [["opening", 0], ["dilation", 5]],
+}
 
 
 @register("pq")
@@ -48,11 +51,18 @@ class ClearCounts(StatsPlugin):
         super().__init__(resampling=resampling, **unknown)
         self.mask_band = mask_band
         self.classes = dict(mask_classes or FMASK_CLASSES)
-        self.nodata_codes = class_codes(list(nodata_classes), self.classes, "plugin_config.nodata_classes")
-        self.erase_codes = class_codes(list(erase_classes), self.classes, "plugin_config.erase_classes")
-        filters = DEFAULT_FILTERS if filters is None else check_mapping(filters, "plugin_config.filters")
+        self.nodata_codes = class_codes(
+            list(nodata_classes), self.classes, "plugin_config.nodata_classes"
+        )
+        self.erase_codes = class_codes(
+            list(erase_classes), self.classes, "plugin_config.erase_classes"
+        )
+        filters = (
+            DEFAULT_FILTERS if filters is None else check_mapping(filters, "plugin_config.filters")
+        )
         self.filters = {
-            str(name): parse_filter_chain(chain, f"plugin_config.filters.{name}") for name, chain in filters.items()
+            str(name): parse_filter_chain(chain, f"plugin_config.filters.{name}")
+            for name, chain in filters.items()
         }
 
     @property
@@ -78,7 +88,9 @@ class ClearCounts(StatsPlugin):
         fused = first_valid(xx)  # bool bands: OR over the day's observations
         for name, chain in self.filters.items():
             erased = fused["erased"]
-            fused[f"erased_{name}"] = erased.copy(data=mask_cleanup_dask(erased.data, chain)) if chain else erased
+            fused[f"erased_{name}"] = (
+                erased.copy(data=mask_cleanup_dask(erased.data, chain)) if chain else erased
+            )
         return fused
 
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
@@ -90,4 +102,9 @@ class ClearCounts(StatsPlugin):
         for name in self.filters:
             out[f"clear_{name}"] = (valid & ~xx[f"erased_{name}"].values.astype(bool)).sum(axis=0)
         coords = {k: xx.coords[k] for k in ("y", "x") if k in xx.coords}
-        return xr.Dataset({k: xr.DataArray(v.astype(np.uint16), dims=("y", "x"), coords=coords) for k, v in out.items()})
+        return xr.Dataset(
+            {
+                k: xr.DataArray(v.astype(np.uint16), dims=("y", "x"), coords=coords)
+                for k, v in out.items()
+            }
+        )
