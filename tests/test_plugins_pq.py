@@ -120,6 +120,43 @@ def test_pq_s2_second_fuse_on_the_tile_grid_only_ors_the_cleaned_masks():
     np.testing.assert_array_equal(fused["erased_0_3"].values, a[0] | b[0])
 
 
+def test_pq_second_fuse_across_utm_zones_ors_the_masks_and_counts_one_day():
+    """One solar day seen in two UTM zones (fmask, the `pq` plugin), on a 10 x 10 tile of 10 m pixels.
+
+    West zone, native 20 m pixels: one cloudy native pixel (tile rows 2-3, cols 2-3), cleaned natively by
+    dilation 1 into a cross of five native pixels = 20 tile pixels (rows 0-5 x cols 2-3 and rows 2-3 x cols 0-5).
+    East zone: one cloudy pixel at (8, 8), cleaned into a cross of 5. On the tile the cleaned masks are only
+    ORed: 25 pixels. Cleaning the OR of the raw masks again on the tile would give 12 + 5 = 17 pixels and keep
+    (0, 2) clear."""
+    plugin = resolve_plugin("pq", {"filters": {"0_1": [["dilation", 1]]}})
+    shape = (1, 10, 10)
+    west_raw, west_clean = np.zeros(shape, bool), np.zeros(shape, bool)
+    west_raw[0, 2:4, 2:4] = True
+    west_clean[0, 0:6, 2:4] = west_clean[0, 2:4, 0:6] = True
+    east_raw, east_clean = np.zeros(shape, bool), np.zeros(shape, bool)
+    east_raw[0, 8, 8] = True
+    east_clean[0, 7:10, 8] = east_clean[0, 8, 7:10] = True
+    valid_west, valid_east = np.zeros(shape, bool), np.zeros(shape, bool)
+    valid_west[0, :, :6] = True  # the scenes overlap in columns 4-5
+    valid_east[0, :, 4:] = True
+    projected = xr.Dataset(
+        {
+            "valid": (("time", "y", "x"), np.concatenate([valid_west, valid_east])),
+            "erased": (("time", "y", "x"), np.concatenate([west_raw, east_raw])),
+            "erased_0_1": (("time", "y", "x"), np.concatenate([west_clean, east_clean])),
+        }
+    )
+    fused = plugin.fuse(projected)
+    assert int(fused["erased_0_1"].values.sum()) == 25
+    assert fused["erased_0_1"].values[0, 2] and fused["erased_0_1"].values[9, 8]
+    out = plugin.reduce(fused.expand_dims(time=1))
+    # one observation everywhere: the overlap columns 4-5 are seen by both zones and still count once
+    np.testing.assert_array_equal(out["total"].values, np.ones((10, 10)))
+    assert int(out["clear"].values.sum()) == 100 - 5
+    assert int(out["clear_0_1"].values.sum()) == 100 - 25
+    assert out["clear_0_1"].values[0, 2] == 0 and out["clear_0_1"].values[1, 1] == 1
+
+
 # --------------------------------------------------------------------------------------------------
 # pq-ls-bitmask
 

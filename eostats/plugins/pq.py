@@ -2,7 +2,8 @@
 
 Per pixel and period: ``total`` = observations with data, ``clear`` = those not in ``erase_classes``, and one
 ``clear_<name>`` per entry of ``filters``, where the erased mask is first cleaned by that morphological chain on
-native pixels after same-day fusing (as odc-stats' pq plugin does). All counts uint16, nodata 0 never occurs
+native pixels after same-day fusing (as odc-stats' pq plugin does). A day seen in several CRSs is fused once
+more on the tile grid, where the already cleaned masks are only ORed. All counts uint16, nodata 0 never occurs
 (a pixel never observed has total 0).
 """
 
@@ -86,6 +87,10 @@ class ClearCounts(StatsPlugin):
 
     def fuse(self, xx: xr.Dataset) -> xr.Dataset:
         fused = first_valid(xx)  # bool bands: OR over the day's observations
+        if any(f"erased_{name}" in xx for name in self.filters):
+            # the second fusing, on the tile grid, of one day seen in several CRSs (UTM zones): each zone's masks
+            # were cleaned on its native pixels already; cleaning the OR again would grow them twice
+            return fused
         for name, chain in self.filters.items():
             erased = fused["erased"]
             fused[f"erased_{name}"] = (

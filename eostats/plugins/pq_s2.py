@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import xarray as xr
-
 from eostats.plugins import register
-from eostats.plugins.base import check_mapping, first_valid
+from eostats.plugins.base import check_mapping
 from eostats.plugins.pq import ClearCounts
 from eostats.plugins.tools import SCL_CLOUD_CLASSES, resolve_classes
 
@@ -56,10 +54,3 @@ class ClearCountsS2(ClearCounts):
             resampling=resampling,
             **unknown,
         )
-
-    def fuse(self, xx: xr.Dataset) -> xr.Dataset:
-        if any(f"erased_{name}" in xx for name in self.filters):
-            # the second fusing, on the tile grid, of days seen in several CRSs: the masks were cleaned on
-            # native pixels already, so only OR them (odc-stats' "projected" fuse)
-            return first_valid(xx)
-        return super().fuse(xx)
