@@ -6,7 +6,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the default run; a run given its own --configfile uses that alone (Snakemake would otherwise
+# deep-merge the two, so the default's plugin_config and product would leak into every other run)
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

@@ -507,7 +507,10 @@ def _render_all(product: str, spec: SampleSpec, root: Path, workers: int) -> lis
 def _write_catalog(root: Path, product: str, spec: SampleSpec, items: list[pystac.Item]) -> None:
     bboxes = np.array([it.bbox for it in items])
     extent = pystac.Extent(
-        pystac.SpatialExtent([[*bboxes[:, :2].min(axis=0), *bboxes[:, 2:].max(axis=0)]]),
+        # plain floats: pystac's JSON writer refuses numpy scalars
+        pystac.SpatialExtent(
+            [[*map(float, bboxes[:, :2].min(axis=0)), *map(float, bboxes[:, 2:].max(axis=0))]]
+        ),
         pystac.TemporalExtent([[items[0].datetime, items[-1].datetime]]),
     )
     collection = pystac.Collection(

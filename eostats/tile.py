@@ -31,6 +31,7 @@ from eostats.loading import TaskReader
 from eostats.metadata import BandInfo, build_stac_item, write_sha1
 from eostats.odc_index import task_items
 from eostats.periods import parse_period
+from eostats.plugins.preview import PREVIEW_ASSETS, write_previews
 from eostats.taskids import TaskId
 from eostats.workflow import Run
 
@@ -116,7 +117,11 @@ def write_tile(
     source_ids: list[str],
     source_items: list[dict] | None = None,
 ) -> list[Path]:
-    """Write one COG per measurement, the ``.sha1`` and the STAC item (last) into the task directory, atomically."""
+    """Write one COG per measurement, the ``.sha1`` and the STAC item (last) into the task directory, atomically.
+
+    With ``cog_opts.overrides.rgba`` (odc-stats' switch) and a plugin with RGB bands, also the ``_rgba.tif``
+    preview and a ``_thumbnail.jpg``, listed in the ``.sha1`` and as the item's assets ``rgba`` and ``thumbnail``.
+    """
     product = run.product
     plugin = run.plugin
     geobox = run.grid.tile_geobox(task.x, task.y)
@@ -133,6 +138,9 @@ def write_tile(
             da.attrs["nodata"] = m.nodata
             written.append(write_cog(tmp_dir / name, da, nodata=m.nodata, description=m.name, options=options))
             bands[m.name] = BandInfo(dtype=m.dtype, nodata=m.nodata, path=name)
+        prefix = product.file_prefix(task)
+        previews = write_previews(tmp_dir, prefix, data, plugin, geobox, cog_opts)
+        written += previews.values()
         sha1_name = Path(product.sha1_path(task)).name
         write_sha1(tmp_dir / sha1_name, written)
         item = build_stac_item(
@@ -144,6 +152,8 @@ def write_tile(
             processing_datetime=datetime.now(UTC),
             period_range=(period.start, period.end),
         )
+        for key, path in previews.items():
+            item["assets"][key] = {"href": path.name, "title": key, **PREVIEW_ASSETS[key]}
         if run.config.get("apply_eodatasets3"):
             # eo3 documents for `datacube dataset add`, written before the STAC item
             written += write_tile_documents(
@@ -178,4 +188,3 @@ def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -
 
 def report_line(report: TileReport) -> str:
     return json.dumps({"event": "tile_done", **asdict(report)}, sort_keys=True)
-

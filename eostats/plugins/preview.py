@@ -138,3 +138,79 @@ def write_thumbnail(
     ) as dst:
         dst.write(small)
     return path
+
+
+#: the odc-stats name of the preview: ``cog_opts.overrides.rgba`` switches it on, the file ends in ``_rgba.tif``
+RGBA_BAND = "rgba"
+_RGBA_KEYS = ("compress", "blocksize")
+#: odc-stats' rgba overrides also name keys of its own COG writer; they do not change the preview here
+_RGBA_IGNORED_KEYS = (
+    "zlevel",
+    "level",
+    "quality",
+    "overview_resampling",
+    "ovr_blocksize",
+    "overview_levels",
+)
+
+
+def rgba_options(cog_opts: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The preview's settings from an odc-stats ``cog_opts``: ``overrides.rgba`` or a mapping ``rgba``; None
+    (no preview) when neither is given. Keys ``compress`` (deflate, jpeg, webp, ...) and ``blocksize``."""
+    cog_opts = cog_opts or {}
+    settings = (cog_opts.get("overrides") or {}).get(RGBA_BAND, cog_opts.get(RGBA_BAND))
+    if settings is None:
+        return None
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"cog_opts.overrides.rgba must be a mapping, got {settings!r}")
+    unknown = sorted(set(settings) - set(_RGBA_KEYS) - set(_RGBA_IGNORED_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)} in cog_opts.overrides.rgba; allowed: {', '.join(_RGBA_KEYS)}"
+        )
+    return {
+        "compress": str(settings.get("compress", "deflate")).lower(),
+        "blocksize": int(settings.get("blocksize", cog_opts.get("blocksize", 512))),
+    }
+
+
+def write_previews(
+    out_dir: Path | str,
+    file_prefix: str,
+    data: Mapping[str, Any],
+    plugin: Any,
+    geobox: GeoBox,
+    cog_opts: Mapping[str, Any] | None,
+) -> dict[str, Path]:
+    """The tile's ``{file_prefix}_rgba.tif`` and ``{file_prefix}_thumbnail.jpg`` in ``out_dir``, when
+    ``cog_opts`` asks for the preview and the plugin has RGB bands (else nothing).
+
+    Bands: the plugin's ``rgb_bands`` (red, green, blue output measurements), scaled from its ``rgb_clamp``
+    (default (1, 3000), in the bands' own units); alpha from the red measurement's declared nodata. Returns
+    {STAC asset key: path}: ``rgba`` and ``thumbnail``.
+    """
+    options = rgba_options(cog_opts)
+    bands = rgb_bands_of(plugin)
+    if options is None or bands is None:
+        return {}
+    nodata = {m.name: m.nodata for m in plugin.measurements}
+    missing = [b for b in bands if b not in nodata]
+    if missing:
+        raise ValueError(f"rgb_bands {', '.join(missing)} are not outputs of plugin {plugin.NAME}")
+    clamp = getattr(plugin, "rgb_clamp", None) or DEFAULT_CLAMP
+    rgba = tile_rgba(data, bands, nodata[bands[0]], clamp)
+    out_dir = Path(out_dir)
+    return {
+        RGBA_BAND: write_rgba(out_dir / f"{file_prefix}_{RGBA_BAND}.tif", rgba, geobox, **options),
+        "thumbnail": write_thumbnail(out_dir / f"{file_prefix}_thumbnail.jpg", rgba),
+    }
+
+
+#: STAC asset fields of the preview files (the item lists them beside the measurements)
+PREVIEW_ASSETS = {
+    RGBA_BAND: {
+        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+        "roles": ["visual"],
+    },
+    "thumbnail": {"type": "image/jpeg", "roles": ["thumbnail"]},
+}
