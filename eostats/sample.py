@@ -762,7 +762,7 @@ def _make_item(
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code = f"EPSG:{plan.epsg}"
     proj.shape = list(plan.shape)
-    proj.transform = list(gbox.transform)[:6]
+    proj.transform = [float(v) for v in list(gbox.transform)[:6]]
     RasterExtension.add_to(item)
     for band, data in bands.items():
         asset = pystac.Asset(
@@ -785,8 +785,8 @@ def _iso(t: datetime) -> str:
 
 def _rounded(obj: Any, ndigits: int) -> Any:
     """Coordinates rounded (GeoJSON precision ~1 cm), tuples turned into lists."""
-    if isinstance(obj, float):
-        return round(obj, ndigits)
+    if isinstance(obj, float):  # numpy floats too: JSON writers such as orjson refuse them
+        return round(float(obj), ndigits)
     if isinstance(obj, list | tuple):
         return [_rounded(v, ndigits) for v in obj]
     if isinstance(obj, dict):
@@ -868,6 +868,20 @@ def _generate_into(root: Path, spec: SampleSpec, workers: int) -> None:
     )
 
 
+class _PlainJsonIO(pystac.stac_io.DefaultStacIO):
+    """pystac's file IO writing with the stdlib JSON encoder: the same bytes whether or not orjson is installed
+    (pystac switches to orjson when it is, and orjson refuses numpy scalars such as odc-geo's bounding boxes)."""
+
+    def json_dumps(self, json_dict: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+        return json.dumps(json_dict, indent=2, default=_json_scalar)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def save_catalog(
     root: Path,
     collection: pystac.Collection,
@@ -884,7 +898,7 @@ def save_catalog(
     catalog.add_child(collection)
     catalog.normalize_hrefs(str(root))
     catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, stac_io=_PlainJsonIO())
 
     features = []
     for item in items:
