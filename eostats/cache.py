@@ -30,7 +30,6 @@ import sqlite3
 import threading
 import time
 import warnings
-import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -45,6 +44,7 @@ import shapely
 from odc.geo.crs import CRS
 from odc.geo.geom import Geometry
 
+from eostats.doccodec import DocCodec
 from eostats.fileio import atomic_path
 from eostats.grids import TileGrid
 from eostats.periods import (
@@ -72,16 +72,16 @@ __all__ = [
 
 CACHE_FORMAT = "eostats-dataset-cache"
 """Value of the ``format`` key in the ``meta`` table."""
-SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of caches written by this module."""
-DOC_ENCODING = "json+zlib"
-"""Dataset documents are compact ASCII JSON compressed with zlib (stdlib, fast enough)."""
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of caches written by this module (2: documents zstd-compressed, see
+:mod:`eostats.doccodec`)."""
+READABLE_SCHEMA_VERSIONS = (1, 2)
+"""Versions this module reads: the tables are the same, only the document encoding differs."""
 
 _SECONDS_PER_DAY = 86_400
 _EPOCH = datetime(1970, 1, 1)  # item times are naive UTC
 _BATCH = 2048  # items per vectorised footprint batch and per executemany
 _MAX_CANDIDATE_TILES = 4096  # bigger footprints (bad geometries) take the per-item path
-_ZLIB_LEVEL = 1  # higher levels gain ~2 % on STAC JSON at twice the cost
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -711,10 +711,6 @@ def _json_bytes(item: Mapping[str, Any]) -> bytes:
     return _ENCODER.encode(item).encode("ascii")
 
 
-def _decode_doc(blob: bytes) -> dict:
-    return json.loads(zlib.decompress(blob))
-
-
 @dataclass(frozen=True)
 class NdjsonItems:
     """The STAC items of an NDJSON file (one item per line), for :func:`build_cache` to parse in parallel.
@@ -750,6 +746,7 @@ class NdjsonItems:
 _CHUNK_BYTES = 4 * 2**20  # per worker task: ~1 500 items of 3 KB
 _WHERE = "\x00where\x00"  # placeholder for "file:line" in a worker's error message
 _worker_tiler: _FootprintTiler | None = None
+_worker_codec: DocCodec | None = None
 
 
 @dataclass
@@ -781,7 +778,7 @@ def _line_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _worker_pool(source: NdjsonItems, grid: TileGrid) -> ProcessPoolExecutor:
+def _worker_pool(source: NdjsonItems, grid: TileGrid, codec: DocCodec) -> ProcessPoolExecutor:
     """Started worker processes for :func:`_parse_chunk`.
 
     fork, not spawn: spawned workers would re-run the caller's main module (a Snakemake script, say). The pool
@@ -792,7 +789,7 @@ def _worker_pool(source: NdjsonItems, grid: TileGrid) -> ProcessPoolExecutor:
         source.worker_count(),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(grid.to_dict(),),
+        initargs=(grid.to_dict(), codec.encoding, codec.dictionary),
     )
     with warnings.catch_warnings():
         warnings.simplefilter(
@@ -802,9 +799,25 @@ def _worker_pool(source: NdjsonItems, grid: TileGrid) -> ProcessPoolExecutor:
     return pool
 
 
-def _init_worker(grid: dict) -> None:
-    global _worker_tiler
+def _init_worker(grid: dict, encoding: str, dictionary: bytes | None) -> None:
+    global _worker_tiler, _worker_codec
     _worker_tiler = _FootprintTiler(TileGrid.from_dict(grid))
+    _worker_codec = DocCodec(encoding, dictionary)
+
+
+def _training_lines(path: Path, n: int = 1000) -> list[bytes]:
+    """The first ``n`` non-empty lines of an NDJSON file: the documents the compression dictionary learns from."""
+    lines: list[bytes] = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                lines.append(line.strip())
+                if len(lines) >= n:
+                    break
+    return lines
+
+
+_ABSOLUTE_PREFIXES = ("/", "s3://", "https://", "http://", "gs://", "file://")
 
 
 def _read_as_is(item: Any) -> bool:
@@ -816,7 +829,10 @@ def _read_as_is(item: Any) -> bool:
     for entry in (*item["links"], *(item.get("assets") or {}).values()):
         if isinstance(entry, dict) and "href" in entry:
             href = entry["href"]
-            if not isinstance(href, str) or not (href.startswith("/") or _is_url(href)):
+            if not isinstance(href, str):
+                return False
+            # the common schemes by prefix (a tuple startswith is ~10x cheaper than the URL pattern)
+            if not (href.startswith(_ABSOLUTE_PREFIXES) or _is_url(href)):
                 return False
     return True
 
@@ -844,7 +860,7 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
             break
         as_is = _read_as_is(item)
         try:
-            item = _checked(item, where=_WHERE, base=base)
+            item = _checked(item, where=_WHERE, base=base, hrefs_absolute=as_is)
         except SourceError as err:
             entries.append((None, str(err), number))
             break
@@ -871,12 +887,12 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
                 t_utc,
                 _iso_utc(t_utc),
                 item.get("collection"),
-                zlib.compress(doc, _ZLIB_LEVEL),
+                _worker_codec.compress(doc),
                 len(geometries),
             )
         )
         geometries.append(geometry)
-    assert _worker_tiler is not None
+    assert _worker_tiler is not None and _worker_codec is not None
     return _ParsedChunk(len(lines), entries, _worker_tiler.tile_arrays(geometries))
 
 
@@ -928,12 +944,12 @@ def build_cache(
             db.execute("BEGIN")
             stream = _ItemStream(grid, binning, options)
             # worker processes first: they are forked before this process starts its writer thread
-            pool = (
-                _worker_pool(items, grid)
-                if isinstance(items, NdjsonItems) and items.use_processes()
-                else None
-            )
-            writer = _DatasetWriter(db)
+            parallel = isinstance(items, NdjsonItems) and items.use_processes()
+            # workers compress with a dictionary trained on the file's first lines; the one-process path trains
+            # on its first batch of documents (in the writer)
+            codec = DocCodec.trained(_training_lines(Path(items.path))) if parallel else None
+            pool = _worker_pool(items, grid, codec) if parallel else None
+            writer = _DatasetWriter(db, codec)
             try:
                 if pool is not None:
                     with pool:
@@ -961,7 +977,7 @@ def build_cache(
             meta = {
                 "format": CACHE_FORMAT,
                 "schema_version": SCHEMA_VERSION,
-                "doc_encoding": DOC_ENCODING,
+                **writer.codec.to_meta(),
                 "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 **described,
                 "summary": summary.to_dict(),
@@ -1139,16 +1155,23 @@ class _ItemStream:
 class _DatasetWriter:
     """Compresses documents and inserts dataset rows on a background thread.
 
-    zlib and SQLite release the GIL, so this overlaps with the footprint and binning work.
-    Only this thread touches the connection until :meth:`close` returns.
+    zstd and SQLite release the GIL, so this overlaps with the footprint and binning work.
+    Only this thread touches the connection until :meth:`close` returns. Without a ``codec``, the writer
+    trains one on the first batch of documents it is given.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, codec: DocCodec | None = None) -> None:
         self.db = db
+        self._codec = codec
         self.queue: queue.Queue[list[tuple] | None] = queue.Queue(maxsize=4)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="eostats-cache-writer", daemon=True)
         self.thread.start()
+
+    @property
+    def codec(self) -> DocCodec:
+        """The documents' codec (plain zstd when no document was written)."""
+        return self._codec or DocCodec()
 
     def _run(self) -> None:
         while (batch := self.queue.get()) is not None:
@@ -1157,14 +1180,17 @@ class _DatasetWriter:
                 continue  # keep draining so that put() never blocks forever
             try:
                 if not compressed:
-                    rows = [(i, p, t, zlib.compress(doc, _ZLIB_LEVEL)) for i, p, t, doc in rows]
+                    if self._codec is None:
+                        self._codec = DocCodec.trained([doc for _, _, _, doc in rows])
+                    compress = self._codec.compress
+                    rows = [(i, p, t, compress(doc)) for i, p, t, doc in rows]
                 self.db.executemany("INSERT INTO datasets VALUES (?, ?, ?, ?)", rows)
             except BaseException as err:  # re-raised in the building thread
                 self.error = err
 
     def put(self, rows: list[tuple], compressed: bool = False) -> None:
-        """Queue dataset rows ``(id, product, datetime, doc)``; ``doc`` JSON bytes, zlib-compressed already when
-        ``compressed``."""
+        """Queue dataset rows ``(id, product, datetime, doc)``; ``doc`` JSON bytes, compressed with this writer's
+        codec already when ``compressed``."""
         if self.error is not None:
             raise self.error
         self.queue.put((rows, compressed))
@@ -1238,6 +1264,7 @@ class DatasetCache:
         self.path = path
         self._db = db
         self._meta = meta
+        self._codec = DocCodec.from_meta(meta)
 
     @classmethod
     def open(cls, path: Path | str) -> DatasetCache:
@@ -1260,7 +1287,7 @@ class DatasetCache:
         if meta.get("format") != CACHE_FORMAT:
             db.close()
             raise ValueError(f"{path} is not an eostats dataset cache (no format={CACHE_FORMAT})")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             db.close()
             raise ValueError(
                 f"dataset cache {path} has schema version {version}; this eostats reads "
@@ -1382,14 +1409,15 @@ class DatasetCache:
         ).fetchall()
         if not rows:
             raise self._unknown(task)
-        return [_decode_doc(doc) for (doc,) in rows]
+        decompress = self._codec.decompress
+        return [json.loads(decompress(doc)) for (doc,) in rows]
 
     def dataset(self, dataset_id: str) -> dict:
         """One dataset's STAC item document; KeyError when it is not stored."""
         row = self._db.execute("SELECT doc FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
         if row is None:
             raise KeyError(f"dataset {dataset_id!r} is not in the dataset cache {self.path}")
-        return _decode_doc(row[0])
+        return json.loads(self._codec.decompress(row[0]))
 
     def dataset_hashes(self, exclude: Iterable[str] = ()) -> dict[TaskId, str]:
         """Every task's dataset fingerprint (sha1 of its sorted dataset ids), in one query.

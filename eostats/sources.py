@@ -274,10 +274,18 @@ def _absolute(href: str, base: str | None) -> str:
     return f"{base}/{href}"
 
 
-def _checked(item: Any, *, where: str, base: str | None, self_href: str | None = None) -> dict:
+def _checked(
+    item: Any,
+    *,
+    where: str,
+    base: str | None,
+    self_href: str | None = None,
+    hrefs_absolute: bool = False,
+) -> dict:
     """Validate one item and make its hrefs absolute (in place; the dict is fresh JSON).
 
     ``self_href``: where the item was read from, added as its ``self`` link if it has none.
+    ``hrefs_absolute``: the caller knows every href is absolute already (validation only).
     """
     if not isinstance(item, dict) or item.get("type") != "Feature":
         raise SourceError(f"{where}: not a STAC item (a GeoJSON Feature)")
@@ -291,6 +299,8 @@ def _checked(item: Any, *, where: str, base: str | None, self_href: str | None =
         raise SourceError(f"item {item_id!r} ({where}) has no geometry")
 
     links = item.setdefault("links", [])
+    if hrefs_absolute and (self_href is None or any(link.get("rel") == "self" for link in links)):
+        return item
     own = next((link.get("href") for link in links if link.get("rel") == "self"), None)
     if own:
         base = _dirname(_absolute(own, base))

@@ -508,7 +508,7 @@ def test_schema_and_metadata(tmp_path: Path) -> None:
     binning = make_binning("seasonal")
     _, cache = build(tmp_path, items, binning=binning, settings=settings)
     db = sqlite3.connect(tmp_path / "c.sqlite")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"meta", "datasets", "tasks", "task_datasets"}
     columns = {r[1] for r in db.execute("PRAGMA table_info(tasks)")}

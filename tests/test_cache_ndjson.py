@@ -5,13 +5,14 @@ errors fall on both sides of chunk boundaries."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import sqlite3
-import zlib
 from pathlib import Path
 
 import pytest
+import zstandard
 
 import eostats.cache as cache_module
 from eostats.cache import DatasetCache, NdjsonItems, build_cache
@@ -126,10 +127,15 @@ def test_same_cache_as_the_sequential_path(tmp_path: Path) -> None:
         ).fetchall()
     )
     lines = path.read_text().splitlines()
-    assert zlib.decompress(blob["item-00003"]).decode() == next(
+    meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    assert meta["doc_encoding"] == "json+zstd"
+    zstd = zstandard.ZstdDecompressor(
+        dict_data=zstandard.ZstdCompressionDict(base64.b64decode(meta["doc_dictionary"]))
+    )
+    assert zstd.decompress(blob["item-00003"]).decode() == next(
         x for x in lines if '"item-00003"' in x
     )
-    assert zlib.decompress(blob["item-00011"]).isascii()
+    assert zstd.decompress(blob["item-00011"]).isascii()
 
 
 def test_invalid_items_are_named_or_skipped_in_file_order(tmp_path: Path) -> None:

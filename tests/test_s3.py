@@ -13,10 +13,8 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
-import zlib
 from collections import defaultdict
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -27,6 +25,7 @@ import rasterio
 import yaml
 from moto_server import ACCESS_KEY, SECRET_KEY, moto_endpoint, moto_server  # noqa: F401  (fixtures)
 
+from eostats.cache import DatasetCache
 from eostats.config import validate_config
 from eostats.s3 import (
     gdal_s3_options,
@@ -342,12 +341,8 @@ def test_scenes_are_recorded_and_read_as_s3_objects(s3_run, tmp_path):
     s3 = s3_run["s3"]
     cache = tmp_path / "wf.sqlite"
     cache.write_bytes(read_object(s3, "run1/results/tasks/wf.sqlite"))
-    with sqlite3.connect(
-        cache
-    ) as db:  # the cache stores each item as zlib-compressed JSON (docs/cache.md)
-        docs = [
-            json.loads(zlib.decompress(doc)) for (doc,) in db.execute("SELECT doc FROM datasets")
-        ]
+    with DatasetCache.open(cache) as dc:
+        docs = [doc for task in dc.task_ids() for doc in dc.datasets(task)]
     text = json.dumps(docs)
     hrefs = set(re.findall(r'"href": ?"([^"]+\.tif)"', text))
     assert hrefs, "the cache holds the scenes' STAC items"
