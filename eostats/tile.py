@@ -27,6 +27,7 @@ from eostats.cache import DatasetCache
 from eostats.cog import CogOptions, write_cog
 from eostats.eo3 import source_dataset_ids, write_tile_documents
 from eostats.fileio import atomic_directory, write_json_atomic
+from eostats.kernels.gpu import describe, use_backend
 from eostats.loading import TaskReader
 from eostats.metadata import BandInfo, build_stac_item, write_sha1
 from eostats.odc_index import task_items
@@ -73,7 +74,13 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
     items = task_items(run, cache, task)
     threads = max(1, int(threads))
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-    with TaskReader(items, geobox, plugin, threads=threads) as reader, ThreadPoolExecutor(1) as prefetch:
+    with (
+        use_backend(run.config.get("backend", "cpu")) as backend,
+        TaskReader(items, geobox, plugin, threads=threads) as reader,
+        ThreadPoolExecutor(1) as prefetch,
+    ):
+        # the kernels run on `backend` in this thread; the prefetch thread decodes the next block meanwhile
+        log.info("task %s: kernels on %s", task, describe(backend))
         timings["plan"] = time.perf_counter() - t0
         outputs = plugin.empty_outputs(geobox.shape.yx)
         blocks = list(_blocks(geobox.shape.yx, chunk))
@@ -106,6 +113,7 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
         "blocks": len(blocks),
         "timings": timings,
         "read_cpu_seconds": read_cpu,
+        "backend": backend,
     }
     return ds, info
 

@@ -51,6 +51,19 @@ def resources_of(step):
     return config["resources"][step]
 
 
+def gpu_resources_of(step):
+    """One NVIDIA GPU for the tile jobs when the kernels run on a GPU (`backend: gpu`), else nothing.
+
+    Kubernetes executor resources: `nvidia.com/gpu` in the pod's requests and the GPU nodes' toleration. `scale: 0`
+    makes the executor write limits too (otherwise it writes none): Kubernetes rejects an extended resource such as
+    `nvidia.com/gpu` without a limit; the pod's CPU and memory limits then equal its requests. `auto` asks for no
+    GPU: it uses one only where the node happens to have one.
+    """
+    if step == "tile" and config.get("backend") == "gpu":
+        return {"gpu": 1, "gpu_manufacturer": "nvidia", "scale": 0}
+    return {}
+
+
 def source_inputs(wildcards):
     """Files the dataset cache is built from: the sample's whole directory, a catalog/item file, none for a URL."""
     if config["source"]["type"] == "sample":

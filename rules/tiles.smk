@@ -17,6 +17,7 @@ rule tile:
         tile_group
     threads: resources_of("tile")["threads"]
     resources:
+        **gpu_resources_of("tile"),
         mem_mb=resources_of("tile")["mem_mb"],
         runtime=resources_of("tile")["runtime"],
     params:

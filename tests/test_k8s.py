@@ -253,10 +253,69 @@ def test_grouped_tile_job_specs(workdir, moto_server, tmp_path):  # noqa: F811
             container["resources"]["requests"]["cpu"] == f"{int(n * TILE_THREADS * 0.95 * 1000)}m"
         )
         assert container["resources"]["requests"]["memory"] == f"{n * TILE_MEM_MB}M"
+        # the default backend (cpu) asks for no GPU
+        assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+        assert not pod.get("tolerations")
         assert no_secret_in(json.dumps(job))
     for secret in secrets:
         values = [base64.b64decode(v).decode() for v in (secret.get("data") or {}).values()]
         assert all(no_secret_in(v) for v in values)
+
+
+def test_gpu_backend_tile_pods_request_one_gpu_per_tile(workdir, moto_server, tmp_path):  # noqa: F811
+    """backend: gpu → the tile pods ask for nvidia.com/gpu, one per tile of the pod, with the limit Kubernetes
+    requires for it (so CPU and memory get limits equal to their requests), and tolerate the GPU nodes' taint."""
+    (workdir / "gpu.yaml").write_text(yaml.safe_dump({"backend": "gpu"}))
+    tasks = stored_tasks()
+    group_size = 2
+    with FakeKubernetes(tmp_path / "k8s") as k8s:
+        cmd = snakemake_cmd(
+            "k8s",
+            moto_server.endpoint,
+            "--group-components",
+            f"tiles={group_size}",
+            configfiles=("run.yaml", "gpu.yaml"),
+        )
+        process = subprocess.Popen(
+            cmd,
+            cwd=workdir,
+            env=controller_env(k8s.kubeconfig),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            got_all = k8s.wait_for_jobs(len(tasks) // group_size, timeout_s=120)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                output = process.communicate(timeout=60)[0].decode(errors="replace")
+            except subprocess.TimeoutExpired:
+                process.kill()
+                output = process.communicate()[0].decode(errors="replace")
+        assert got_all, output[-5000:]
+        jobs = list(k8s.jobs)
+    tile_jobs = [job for job in jobs if target_jobs(job)]
+    assert sorted(t for job in tile_jobs for t in target_jobs(job)) == tasks
+    for job in tile_jobs:
+        pod = job["spec"]["template"]["spec"]
+        resources = pod["containers"][0]["resources"]
+        # tiles of a pod run side by side, each on its own GPU: Snakemake sums the group's resources
+        gpus = str(len(target_jobs(job)))
+        assert resources["requests"]["nvidia.com/gpu"] == gpus
+        assert resources["limits"]["nvidia.com/gpu"] == gpus
+        n = len(target_jobs(job))
+        assert resources["limits"]["cpu"] == f"{n * TILE_THREADS * 1000}m"
+        assert (
+            resources["limits"]["memory"]
+            == resources["requests"]["memory"]
+            == f"{n * TILE_MEM_MB}M"
+        )
+        assert {
+            "key": "nvidia.com/gpu",
+            "operator": "Equal",
+            "value": "present",
+            "effect": "NoSchedule",
+        } in pod["tolerations"]
 
 
 # --- pods, emulated: what grouping saves -----------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from eostats.kernels.geomedian import GeomedianResult, geomedian_mads, median_to_dn
+from eostats.kernels.geomedian import GeomedianResult, median_to_dn
+from eostats.kernels.gpu import geomedian_mads  # the CPU or GPU kernel, as the tile's backend says
 from eostats.plugins import register
 from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin, check_mapping
 from eostats.plugins.tools import ClassMask, band_nodata, erase

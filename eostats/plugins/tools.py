@@ -388,12 +388,12 @@ def nearest_rank_percentiles(
     than ``min_count`` valid values get ``nodata``. Unlike odc-algo, which decides once per array whether nodata
     sorts first or last, validity is tracked per value, so nodata may lie anywhere in the value range.
 
-    Uses the numba kernel :func:`eostats.kernels.percentile.nearest_rank_percentiles` when it handles the dtype,
-    else a numpy sort.
+    Uses the numba kernel :func:`eostats.kernels.percentile.nearest_rank_percentiles` (or its GPU twin, as the
+    tile's backend says: :mod:`eostats.kernels.gpu`) when it handles the dtype, else a numpy sort.
     """
     data = np.asarray(data)
     try:
-        from eostats.kernels.percentile import nearest_rank_percentiles as kernel
+        from eostats.kernels.gpu import nearest_rank_percentiles as kernel
     except ImportError:  # pragma: no cover - the kernel ships with the package
         kernel = None
     if kernel is not None and nodata is not None:
