@@ -133,6 +133,65 @@ def pc_ours(stack: str, out: str) -> dict[str, Any]:
     }
 
 
+def _gpu_visible() -> bool:
+    from eostats.kernels.gpu import gpu_available
+
+    return gpu_available()  # a real device only, never numba's simulator
+
+
+def gm_gpu(stack: str, out: str) -> dict[str, Any]:
+    """The CUDA geomedian kernel on the stack: upload, kernel and download seconds, and the whole call."""
+    if not _gpu_visible():
+        return {"available": False}
+    from eostats.kernels.geomedian import median_to_dn
+    from eostats.kernels.gpu import device_description
+    from eostats.kernels.gpu_kernels import geomedian_mads_gpu
+
+    options = {"nodata": NODATA, "scale": SCALE, "offset": OFFSET}
+    warm = np.load(stack, mmap_mode="r")[:, :, :64, :64].copy()
+    geomedian_mads_gpu(warm, **options)  # JIT compilation and CUDA context creation, untimed
+    data, base = _load(stack)
+    timings: dict[str, float] = {}
+    with Stopwatch() as sw:
+        res = geomedian_mads_gpu(data, timings=timings, **options)
+    dn = median_to_dn(res.median, scale=SCALE, offset=OFFSET, nodata=NODATA, dtype=np.int16)
+    np.savez(
+        out,
+        dn=dn,
+        median=res.median,
+        emad=res.emad,
+        smad=res.smad,
+        bcmad=res.bcmad,
+        count=res.count,
+    )
+    return {
+        **sw.as_dict(),
+        **{f"{k}_s": v for k, v in timings.items()},
+        "available": True,
+        "device": device_description(),
+        "input_mb": data.nbytes / 2**20,
+        "base_rss_mb": base,
+    }
+
+
+def pc_gpu(stack: str, out: str) -> dict[str, Any]:
+    """The CUDA percentile kernel on the stack (every band, the three quantiles)."""
+    if not _gpu_visible():
+        return {"available": False}
+    from eostats.kernels.gpu_kernels import nearest_rank_percentiles_gpu
+
+    warm = np.load(stack, mmap_mode="r")[:, :, :64, :64].copy()
+    nearest_rank_percentiles_gpu(warm, QUANTILES, nodata=NODATA, time_axis=1)
+    data, _ = _load(stack)
+    timings: dict[str, float] = {}
+    with Stopwatch() as sw:
+        res = nearest_rank_percentiles_gpu(
+            data, QUANTILES, nodata=NODATA, time_axis=1, timings=timings
+        )
+    np.save(out, res)
+    return {**sw.as_dict(), **{f"{k}_s": v for k, v in timings.items()}, "available": True}
+
+
 def pc_odc(stack: str, out: str) -> dict[str, Any]:
     from benchmarks.reference import odc_percentiles
 
@@ -311,7 +370,126 @@ def geomedian_figures(workdir: Path, size: int, n_time: int, threads: int) -> li
             f"{work}² block; 'round' would differ on {np.mean(rounded != b['dn'][:, :work, :work]):.0%} of values",
         )
     )
+    rows += gpu_geomedian_figures(workdir, size, n_time, ours["wall_s"], dict(b))
     return rows
+
+
+NO_GPU = "no GPU visible"
+#: tile sizes of the GPU rows: the kernel figure's own size, and a 3200-px tile (odc-stats' au_30 tile is 3200²)
+#: whenever the figure's size is the full one
+GPU_LARGE_TILE = 3200
+
+
+def _no_gpu_row(figure: str, target: str) -> Row:
+    return Row(
+        figure,
+        NO_GPU,
+        None,
+        target,
+        None,
+        "skipped: no CUDA device visible to numba on this machine",
+    )
+
+
+def gpu_geomedian_figures(
+    workdir: Path, size: int, n_time: int, cpu_wall_s: float, odc: dict[str, np.ndarray]
+) -> list[Row]:
+    """The CUDA geomedian on the kernel figure's stack (and on a 3200² one in the full run): kernel, upload and
+    download seconds, the whole call against the 2-thread CPU kernel, and agreement with odc-algo. One
+    informational row when no device is visible."""
+    target = "kernel ≤ 0.2 s per 1024²"
+    out = workdir / f"gm_gpu_{size}.npz"
+    stack, _ = _stack_file(workdir, size, n_time)
+    first = run_child("kernels:gm_gpu", threads=2, stack=str(stack), out=str(out))
+    if not first.get("available"):
+        return [_no_gpu_row("GPU geomedian+MADs+count", target)]
+    rows = []
+    sizes = [size] + ([GPU_LARGE_TILE] if size >= 1024 else [])
+    for px in sizes:
+        if px == size:
+            got = first
+        else:
+            stack_px, _ = _stack_file(workdir, px, n_time)
+            got = run_child(
+                "kernels:gm_gpu",
+                threads=2,
+                stack=str(stack_px),
+                out=str(workdir / f"gm_gpu_{px}.npz"),
+            )
+        per_1024 = got["kernel_s"] * (1024 / px) ** 2
+        shape = f"{px}² x 6 bands x {n_time} obs on {got['device']}"
+        rows += [
+            Row(
+                f"GPU {px}²: kernel s",
+                got["kernel_s"],
+                None,
+                target,
+                per_1024 <= 0.2,
+                f"{shape}; {per_1024:.3f} s per 1024²",
+                unit="s",
+            ),
+            Row(
+                f"GPU {px}²: upload s",
+                got["upload_s"],
+                None,
+                "",
+                None,
+                f"{got['input_mb']:.0f} MiB int16",
+                unit="s",
+            ),
+            Row(
+                f"GPU {px}²: download s",
+                got["download_s"],
+                None,
+                "",
+                None,
+                "median, MADs, count",
+                unit="s",
+            ),
+        ]
+        if px == size:
+            rows.append(
+                Row(
+                    f"GPU {px}²: whole call vs CPU kernel wall",
+                    got["wall_s"],
+                    cpu_wall_s,
+                    "≤ 0.2",
+                    got["wall_s"] / cpu_wall_s <= 0.2,
+                    "upload + kernel + download against the default CPU kernel on 2 threads",
+                    unit="s",
+                )
+            )
+    rows += _agreement_rows("GPU", dict(np.load(out)), odc)
+    return rows
+
+
+def gpu_percentile_figures(
+    workdir: Path, stack: Path, size: int, odc_out: Path, cpu_wall_s: float
+) -> list[Row]:
+    out = workdir / f"pc_gpu_{size}.npy"
+    got = run_child("kernels:pc_gpu", threads=2, stack=str(stack), out=str(out))
+    if not got.get("available"):
+        return [_no_gpu_row("GPU percentiles", "identical to odc-algo")]
+    same = bool(np.array_equal(np.load(out), np.load(odc_out)))
+    return [
+        Row(
+            "GPU percentiles: whole call vs CPU kernel wall",
+            got["wall_s"],
+            cpu_wall_s,
+            "",
+            None,
+            f"kernel {got['kernel_s']:.3f} s, upload {got['upload_s']:.3f} s, download {got['download_s']:.3f} s",
+            unit="s",
+        ),
+        Row(
+            "GPU percentile values identical",
+            same,
+            True,
+            "identical",
+            same,
+            "every band, quantile and pixel",
+        ),
+    ]
 
 
 def percentile_figures(workdir: Path, size: int, n_time: int, threads: int) -> list[Row]:
@@ -339,4 +517,5 @@ def percentile_figures(workdir: Path, size: int, n_time: int, threads: int) -> l
             same,
             "every band, quantile and pixel",
         ),
+        *gpu_percentile_figures(workdir, stack, size, odc_out, ours["wall_s"]),
     ]

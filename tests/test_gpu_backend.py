@@ -448,3 +448,22 @@ def test_plugins_use_the_backend_of_the_tile(simulated):
             outputs[f"plugin_gpu.{var}"], outputs[f"plugin_cpu.{var}"], rtol=1e-4, equal_nan=True
         )
     np.testing.assert_array_equal(outputs["tools_gpu"], outputs["tools_cpu"])
+
+
+# --- the benchmark's GPU rows ----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    gpu.gpu_available(), reason="a CUDA device is visible: the GPU rows are measured instead"
+)
+def test_benchmark_prints_a_no_gpu_row_without_a_device(tmp_path):
+    sys.path.insert(0, str(REPO))  # the benchmarks package lives beside eostats
+    from benchmarks.kernels import NO_GPU, gpu_percentile_figures
+    from benchmarks.report import render_table
+
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.zeros((6, 3, 4, 4), np.int16))
+    rows = gpu_percentile_figures(tmp_path, stack, 4, tmp_path / "no-reference.npy", cpu_wall_s=1.0)
+    assert [(r.figure, r.ours, r.passed) for r in rows] == [("GPU percentiles", NO_GPU, None)]
+    assert "| GPU percentiles | no GPU visible |" in render_table(rows)
+    assert not (tmp_path / "pc_gpu_4.npy").exists()
