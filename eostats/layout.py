@@ -21,6 +21,7 @@ Paths are returned as strings (``location`` may be a URL such as ``s3://bucket/p
 
 from __future__ import annotations
 
+import posixpath
 import re
 import string
 from collections.abc import Mapping
@@ -80,6 +81,12 @@ def split_region_code(region_code: str) -> tuple[str, str]:
     if cut <= 0:
         cut = len(region_code) // 2
     return region_code[:cut], region_code[cut:]
+
+
+def _normalised(path: str) -> str:
+    """``path`` without ``.``/``..`` components or repeated slashes (a URL's ``//`` included, on both sides of a
+    comparison alike)."""
+    return posixpath.normpath(re.sub("/+", "/", path)) if path else "."
 
 
 def _dashed(version: str) -> str:
@@ -158,7 +165,14 @@ class OutputProduct:
         """``{location}/x49/y24/2015--P1Y``: the directory of every file of ``task``."""
         x_part, y_part = split_region_code(self.region_code(task.x, task.y))
         period = check_path_name(task.period, "period")
-        return f"{self.location}/{x_part}/{y_part}/{period}"
+        path = f"{self.location}/{x_part}/{y_part}/{period}"
+        # defence in depth: whatever the names, a task's directory is three levels below the location
+        parent = posixpath.dirname(posixpath.dirname(posixpath.dirname(_normalised(path))))
+        if (parent or ".") != _normalised(self.location):
+            raise ValueError(
+                f"task {task} would be written to {path!r}, outside the output location"
+            )
+        return path
 
     def file_prefix(self, task: TaskId) -> str:
         """``{short_name}_x49y24_2015--P1Y_final`` (no ``_final`` when maturity is None)."""

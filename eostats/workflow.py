@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from eostats.config import ConfigError
 from eostats.grids import TileGrid, parse_grid
 from eostats.layout import OutputProduct
 from eostats.periods import PeriodBinning, make_binning, parse_period
@@ -139,4 +140,13 @@ class Run:
             rows = list(csv.reader(f, skipinitialspace=True))
         tasks = sorted(TaskId(r[0].strip(), int(r[1]), int(r[2])) for r in rows[1:] if r)
         selectors = [str(s) for s in self.config.get("tasks") or []]
-        return select_tasks(selectors, tasks) if selectors else tasks
+        if not selectors:
+            return tasks
+        try:
+            return select_tasks(selectors, tasks)
+        except ValueError as err:
+            # a user error (a task id not in this run, an index past the end): one line naming the selector
+            span = f" ({tasks[0]} to {tasks[-1]})" if tasks else ""
+            raise ConfigError(
+                f"config key 'tasks': {err}; the task list {path or self.task_csv} has {len(tasks)} tasks{span}"
+            ) from None

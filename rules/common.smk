@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -12,10 +13,20 @@ from eostats.config import ConfigError, validate_config
 from eostats.taskids import TaskId
 from eostats.workflow import INDEX_REGEX, PERIOD_REGEX, Run
 
+
+def stop_on_user_error(message):
+    """End Snakemake with one line on stderr and exit status 1: no traceback for a mistake in the config.
+
+    SystemExit is not an Exception, so Snakemake neither wraps it (InputFunctionException) nor prints a stack.
+    """
+    print(f"eostats: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
 try:
     _validated = validate_config(config)
 except ConfigError as err:
-    raise WorkflowError(f"invalid configuration: {err}") from None
+    stop_on_user_error(f"invalid configuration: {err}")
 config.clear()
 config.update(_validated)
 
@@ -120,7 +131,10 @@ def cache_settings():
 def selected_tasks():
     """Tasks of the run, from the task-list checkpoint (and the config's `tasks` selectors)."""
     checkpoints.task_list.get()
-    return RUN.read_task_csv(local_copy(RUN.task_csv))
+    try:
+        return RUN.read_task_csv(local_copy(RUN.task_csv))
+    except ConfigError as err:  # a task id that is not in the run
+        stop_on_user_error(f"invalid configuration: {err}")
 
 
 def task_of(wildcards):
