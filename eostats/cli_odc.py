@@ -117,7 +117,7 @@ def write_task_lists(cache_path: Path, base: str) -> list[Path]:
     "-z",
     "complevel",
     type=int,
-    help="odc-stats' zstd level; accepted, unused (the cache uses zlib).",
+    help="odc-stats' zstd level; accepted, unused (the cache compresses with zstd level 1 and a trained dictionary).",
 )
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing cache.")
 @click.option("--tiles", help="Tile index range 'x0:x1,y0:y1' (half-open).")

@@ -3,11 +3,11 @@
 STAC items of one collection repeat the same keys, asset names, href prefixes and extension URLs, so a small
 dictionary trained on a few hundred of them holds most of each document. Measured on 3.3 KB Landsat items: zstd
 level 1 with a 32 KiB dictionary stores 200 bytes per item in about 5 µs, against 780 bytes in about 30 µs for
-zlib level 1 (the cache's encoding before schema version 2), and decodes in a few µs.
+zlib level 1 (the cache's encoding before schema version 2), and decodes in a few µs. odc-dscache, odc-stats'
+cache, compresses its eo3 documents the same way.
 
-A codec is described by the cache's ``meta`` table: ``doc_encoding`` (``json+zstd`` or, for version-1 caches,
-``json+zlib``) and ``doc_dictionary`` (the dictionary, base64, or null when the build had too few items to train
-one). Compressor objects are not shared between threads: each thread or process builds its own from the same
+A codec is described by the cache's ``meta`` table: ``doc_encoding`` (``json+zstd``) and ``doc_dictionary`` (the
+dictionary, base64, or null when the build had too few items to train one). Compressor objects are not shared between threads: each thread or process builds its own from the same
 :class:`DocCodec`.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import threading
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 import zstandard
 
 ZSTD_ENCODING = "json+zstd"
-ZLIB_ENCODING = "json+zlib"  # schema version 1
 DICTIONARY_BYTES = 32 * 1024
 MIN_TRAINING_SAMPLES = 256  # fewer items: no dictionary (a tiny cache gains nothing from one)
 TRAINING_SAMPLES = 1000  # ~0.5 s of training; more gains under 1 % on homogeneous collections
@@ -52,9 +50,9 @@ class DocCodec:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> DocCodec:
-        """The codec a cache's ``meta`` table describes (``json+zlib`` when it names none: version 1)."""
-        encoding = meta.get("doc_encoding", ZLIB_ENCODING)
-        if encoding not in (ZSTD_ENCODING, ZLIB_ENCODING):
+        """The codec a cache's ``meta`` table describes."""
+        encoding = meta.get("doc_encoding")
+        if encoding != ZSTD_ENCODING:
             raise ValueError(f"unknown document encoding {encoding!r} in the dataset cache")
         packed = meta.get("doc_dictionary")
         return cls(encoding, base64.b64decode(packed) if packed else None)
@@ -69,8 +67,6 @@ class DocCodec:
         return zstandard.ZstdCompressionDict(self.dictionary)
 
     def compress(self, doc: bytes) -> bytes:
-        if self.encoding == ZLIB_ENCODING:
-            return zlib.compress(doc, _LEVEL)
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
             compressor = zstandard.ZstdCompressor(
@@ -80,8 +76,6 @@ class DocCodec:
         return compressor.compress(doc)
 
     def decompress(self, blob: bytes) -> bytes:
-        if self.encoding == ZLIB_ENCODING:
-            return zlib.decompress(blob)
         decompressor = getattr(self._local, "decompressor", None)
         if decompressor is None:
             decompressor = zstandard.ZstdDecompressor(dict_data=self._zstd_dict())

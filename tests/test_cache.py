@@ -510,7 +510,7 @@ def test_schema_and_metadata(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "c.sqlite")
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"meta", "datasets", "tasks", "task_datasets"}
+    assert tables == {"meta", "datasets", "tasks"}
     columns = {r[1] for r in db.execute("PRAGMA table_info(tasks)")}
     assert columns == {
         "period",
@@ -521,28 +521,24 @@ def test_schema_and_metadata(tmp_path: Path) -> None:
         "n_days_solar",
         "utc_offset",
         "dataset_hash",
+        "dataset_ids",
     }
     meta = dict(db.execute("SELECT key, value FROM meta"))
     assert json.loads(meta["format"]) == "eostats-dataset-cache"
     assert json.loads(meta["grid"]) == parse_grid(ALBERS).to_dict()
-    # the per-task look-up uses an index, not a scan
-    plan = " ".join(
-        str(r)
-        for r in db.execute(
-            "EXPLAIN QUERY PLAN SELECT dataset_id FROM task_datasets WHERE period = ? AND x = ? AND y = ?",
+    # the per-task look-ups use the primary key and the id index, not a scan
+    for sql, args in (
+        (
+            "SELECT dataset_ids FROM tasks WHERE period = ? AND x = ? AND y = ?",
             ("2018-12--P3M", 1, 1),
-        )
-    )
-    assert "SCAN" not in plan
-    plan = " ".join(
-        str(r)
-        for r in db.execute(
-            "EXPLAIN QUERY PLAN SELECT d.doc FROM task_datasets AS t JOIN datasets AS d "
-            "ON d.id = t.dataset_id WHERE t.period = ? AND t.x = ? AND t.y = ?",
-            ("2018-12--P3M", 1, 1),
-        )
-    )
-    assert "SCAN" not in plan
+        ),
+        (
+            "SELECT doc FROM datasets WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            ('["a","b"]',),
+        ),
+    ):
+        plan = " ".join(str(r) for r in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "SCAN datasets" not in plan and "SCAN tasks" not in plan, plan
 
     assert cache.grid.to_dict() == parse_grid(ALBERS).to_dict()
     assert cache.binning == binning

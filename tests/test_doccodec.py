@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from eostats.cache import DatasetCache, build_cache
-from eostats.doccodec import MIN_TRAINING_SAMPLES, ZLIB_ENCODING, ZSTD_ENCODING, DocCodec
+from eostats.doccodec import MIN_TRAINING_SAMPLES, ZSTD_ENCODING, DocCodec
 from eostats.grids import parse_grid
 from eostats.periods import make_binning
 
@@ -74,19 +74,31 @@ def _item(k: int) -> dict:
     }
 
 
-def test_version_1_cache_with_zlib_documents_is_still_read(tmp_path: Path) -> None:
+def test_cache_stores_compressed_documents_and_id_lists(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     items = [_item(k) for k in range(5)]
     build_cache(items, parse_grid("au_30"), make_binning("annual"), path, {"type": "test"}, {})
-    # rewrite it as eostats wrote caches before schema version 2: zlib documents, no dictionary key
     with sqlite3.connect(path) as db:
-        for k, item in enumerate(items):
-            blob = zlib.compress(json.dumps(item, separators=(",", ":")).encode(), 1)
-            db.execute("UPDATE datasets SET doc = ? WHERE id = ?", (blob, f"item-{k:03d}"))
-        db.execute("DELETE FROM meta WHERE key IN ('doc_encoding', 'doc_dictionary')")
-        db.execute("INSERT INTO meta VALUES ('doc_encoding', ?)", (json.dumps(ZLIB_ENCODING),))
-        db.execute("PRAGMA user_version = 1")
+        meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        (blob,) = db.execute("SELECT doc FROM datasets WHERE id = 'item-003'").fetchone()
+        (ids,) = db.execute("SELECT dataset_ids FROM tasks").fetchone()
+    assert (
+        meta["doc_encoding"] == "json+zstd" and meta["doc_dictionary"] is None
+    )  # 5 items: too few to train
+    assert json.loads(zstandard.ZstdDecompressor().decompress(blob)) == items[3]
+    expected = "\n".join(f"item-{k:03d}" for k in range(5))
+    assert zstandard.ZstdDecompressor().decompress(ids).decode() == expected
     cache = DatasetCache.open(path)
-    assert cache.dataset("item-003") == items[3]
     (task,) = cache.task_ids()
     assert [d["id"] for d in cache.datasets(task)] == [f"item-{k:03d}" for k in range(5)]
+    assert cache.tasks_holding(["item-002", "nope"]) == {task: [f"item-{k:03d}" for k in range(5)]}
+    assert cache.tasks_holding(["nope"]) == {}
+
+
+def test_version_1_cache_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    build_cache([_item(1)], parse_grid("au_30"), make_binning("annual"), path, {"type": "test"}, {})
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 1")
+    with pytest.raises(ValueError, match=r"old\.sqlite has schema version 1.*rebuild the cache"):
+        DatasetCache.open(path)

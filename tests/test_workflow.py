@@ -116,7 +116,9 @@ def test_dry_run_lists_one_tile_job_per_csv_row(gm_run):
     listed = set()
     for block in re.split(r"\n(?=\[)", out):
         if "rule tile:" in block:
-            wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block).group(1)))
+            wildcards = dict(
+                re.findall(r"(\w+)=([^,\s]+)", re.search(r"wildcards: (.*)", block).group(1))
+            )
             listed.add((wildcards["period"], int(wildcards["x"]), int(wildcards["y"])))
     assert listed == set(tasks)
 
@@ -311,19 +313,31 @@ def test_clear_counts_equal_an_independent_count(tmp_path):
 
 def test_excluding_a_dataset_reruns_only_the_tiles_that_used_it(gm_run):
     """Tiles depend on their own dataset list (params), not on the cache file: runs last, it changes the run."""
-    import sqlite3
+    from collections import Counter
+
+    from eostats.cache import DatasetCache
 
     results = gm_run["results"]
-    with sqlite3.connect(results / "tasks" / "wf.sqlite") as db:
-        dataset, n_tasks = db.execute(
-            "SELECT dataset_id, COUNT(*) FROM task_datasets GROUP BY dataset_id ORDER BY 2, 1 LIMIT 1"
-        ).fetchone()
-        n_all = db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+    with DatasetCache.open(results / "tasks" / "wf.sqlite") as cache:
+        uses = Counter(i for task in cache.task_ids() for i in cache.dataset_ids(task))
+        dataset, n_tasks = min(uses.items(), key=lambda kv: (kv[1], kv[0]))
+        n_all = len(cache.task_ids())
     assert 0 < n_tasks < n_all
+    cache_mtime = (results / "tasks" / "wf.sqlite").stat().st_mtime_ns
     overlay = gm_run["workdir"] / "exclude.yaml"
     overlay.write_text(yaml.safe_dump({"exclude_datasets": [dataset]}))
     config = gm_run["config"]
-    snakemake(gm_run["workdir"], config, str(results / "tasks" / "wf.csv"), "--configfile", str(config), str(overlay))
+    snakemake(
+        gm_run["workdir"],
+        config,
+        str(results / "tasks" / "wf.csv"),
+        "--configfile",
+        str(config),
+        str(overlay),
+    )
     dry = snakemake(gm_run["workdir"], config, "-n", "--configfile", str(config), str(overlay))
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry.stdout + dry.stderr, flags=re.M))
     assert int(counts["tile"]) == n_tasks
+    # exclusions apply at tile time: the cache is neither rebuilt nor due to be
+    assert "dataset_cache" not in counts
+    assert (results / "tasks" / "wf.sqlite").stat().st_mtime_ns == cache_mtime
