@@ -40,6 +40,7 @@ from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from odc.geo.xr import xr_coords, xr_reproject
+from rasterio._err import CPLE_BaseError  # GDAL errors raised while reading pixels
 from rasterio.env import set_gdal_config
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
@@ -55,7 +56,34 @@ GDAL_CACHE_BYTES = 256 * 2**20
 
 
 class DatasetError(RuntimeError):
-    """A dataset that cannot be used; the message names the dataset id and the reason."""
+    """A dataset that cannot be used; the message names the dataset id and the reason.
+
+    ``bad_datasets``: what went wrong, per dataset, as ``{"id", "asset", "href", "reason"}`` mappings (empty when
+    the error concerns no single dataset); the tile job's failure record lists them.
+    """
+
+    bad_datasets: list[dict[str, str | None]] = []
+
+
+class InputDataError(DatasetError):
+    """One dataset's asset (or metadata) that cannot be used as declared: missing, truncated or not a GeoTIFF file,
+    a CRS or dtype other than its STAC metadata and the task's other scenes say, malformed metadata.
+
+    The message names the dataset id, the asset (band), its href and the reason, on one line. ``asset`` and ``href``
+    are None for a problem of the item's metadata as a whole.
+    """
+
+    def __init__(self, dataset_id: str, asset: str | None, href: str | None, reason: str) -> None:
+        self.dataset_id, self.asset, self.href, self.reason = dataset_id, asset, href, reason
+        where = (
+            f"asset {asset} ({href})"
+            if asset and href
+            else f"asset {asset}"
+            if asset
+            else "metadata"
+        )
+        super().__init__(f"dataset {dataset_id}: {where}: {reason}")
+        self.bad_datasets = [{"id": dataset_id, "asset": asset, "href": href, "reason": reason}]
 
 
 def _native_grid(item: pystac.Item, band: str) -> tuple[CRS, float, tuple[float, float]]:
@@ -67,12 +95,20 @@ def _native_grid(item: pystac.Item, band: str) -> tuple[CRS, float, tuple[float,
     )
     transform = props.get("proj:transform")
     if code is None or transform is None:
-        raise DatasetError(
-            f"dataset {item.id}: band {band} has no proj:code/proj:epsg or proj:transform"
+        raise InputDataError(
+            item.id, band, None, "malformed metadata: no proj:code/proj:epsg or proj:transform"
         )
-    res = float(transform[0])
-    phase = ((transform[2] / res) % 1.0, (transform[5] / abs(transform[4])) % 1.0)
-    return CRS(code), res, phase
+    try:
+        res = float(transform[0])
+        phase = ((transform[2] / res) % 1.0, (transform[5] / abs(transform[4])) % 1.0)
+        return CRS(code), res, phase
+    except Exception as err:  # a wrong type or length, a zero pixel size, an unknown CRS code
+        raise InputDataError(
+            item.id,
+            band,
+            None,
+            f"malformed metadata: proj:code {code!r} / proj:transform {transform!r}: {err}",
+        ) from None
 
 
 def solar_day(time: datetime, lon: float) -> np.datetime64:
@@ -84,7 +120,7 @@ def solar_day(time: datetime, lon: float) -> np.datetime64:
 def _utc_naive(item: pystac.Item) -> datetime:
     when = item.datetime
     if when is None:
-        raise DatasetError(f"dataset {item.id}: no datetime")
+        raise InputDataError(item.id, None, None, "malformed metadata: no datetime")
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
     return when
@@ -159,6 +195,99 @@ def _href(asset: pystac.Asset) -> str:
     return asset.get_absolute_href() or asset.href
 
 
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line, with GDAL's own message when rasterio only says "see previous"."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if err.__cause__ is not None and "previous exception" in text:
+        text = f"{text.rstrip('.')}: {_one_line(err.__cause__)}"
+    return text
+
+
+def _crs_name(crs: CRS) -> str:
+    return f"EPSG:{crs.epsg}" if crs.epsg else str(crs.to_wkt())[:80]
+
+
+def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
+    if isinstance(item, pystac.Item):
+        return item
+    try:
+        return pystac.Item.from_dict(dict(item))
+    except Exception as err:
+        item_id = item.get("id") if isinstance(item, Mapping) else None
+        raise InputDataError(
+            str(item_id), None, None, f"malformed STAC item: {_one_line(err)}"
+        ) from None
+
+
+def _checked_open(
+    item: pystac.Item, band: str, href: str, expected_dtype: np.dtype | None
+) -> tuple[Any, CRS | None]:
+    """Open one asset, making sure it is what its item says: a raster GDAL reads, in the CRS of the item's
+    ``proj:code``/``proj:epsg``, of the dtype of its ``raster:bands`` ``data_type`` and of the task's other scenes
+    (``expected_dtype``, None for the first). Any other asset is an :class:`InputDataError` naming it.
+
+    A scene in another CRS than declared would otherwise be warped silently onto a wrong grid (its pixels
+    misplaced), and one of another dtype cast silently (a float band into int16); both are broken data.
+    """
+    if "://" not in href and not os.path.exists(href):
+        raise InputDataError(item.id, band, href, "missing file (no such file or directory)")
+    try:
+        src = rasterio.open(href)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
+        reason = _one_line(err)
+        if "not recognized as" in reason or "not recognised as" in reason:
+            reason = f"not a GeoTIFF (GDAL cannot read it as a raster): {reason}"
+        elif "No such file" in reason or "does not exist" in reason:
+            reason = f"missing file: {reason}"
+        else:
+            reason = f"cannot open: {reason}"
+        raise InputDataError(item.id, band, href, reason) from None
+    try:
+        if src.driver not in ("GTiff", "COG"):
+            raise InputDataError(
+                item.id, band, href, f"not a GeoTIFF (GDAL reads it as {src.driver})"
+            )
+        declared_crs = _native_grid(item, band)[0]
+        crs = CRS(src.crs.to_wkt()) if src.crs else None
+        if crs is None:
+            raise InputDataError(
+                item.id,
+                band,
+                href,
+                f"the file has no CRS (the item declares {_crs_name(declared_crs)})",
+            )
+        if crs != declared_crs:
+            raise InputDataError(
+                item.id,
+                band,
+                href,
+                f"unexpected CRS: the file is in {_crs_name(crs)}, the item declares {_crs_name(declared_crs)}",
+            )
+        dtype = np.dtype(src.dtypes[0])
+        bands_meta = item.assets[band].extra_fields.get("raster:bands") or [{}]
+        declared_dtype = (
+            bands_meta[0].get("data_type") if isinstance(bands_meta[0], Mapping) else None
+        )
+        if declared_dtype and dtype != np.dtype(declared_dtype):
+            raise InputDataError(
+                item.id,
+                band,
+                href,
+                f"unexpected dtype: the file holds {dtype}, the item declares {declared_dtype}",
+            )
+        if expected_dtype is not None and dtype != expected_dtype:
+            raise InputDataError(
+                item.id,
+                band,
+                href,
+                f"unexpected dtype: the file holds {dtype}, the task's other scenes {expected_dtype}",
+            )
+    except BaseException:
+        src.close()
+        raise
+    return src, crs
+
+
 class TaskReader:
     """A task's masked, fused, reprojected observations on any block of its tile (see the module docstring).
 
@@ -206,24 +335,33 @@ class TaskReader:
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _group(self, items: Iterable[Mapping | pystac.Item]) -> list[_Group]:
-        parsed = [
-            it if isinstance(it, pystac.Item) else pystac.Item.from_dict(dict(it)) for it in items
-        ]
+        parsed = [_parse_item(it) for it in items]
         if not parsed:
             raise DatasetError("task has no datasets")
         by_grid: dict[tuple, list[tuple[int, pystac.Item]]] = defaultdict(list)
         for order, item in enumerate(parsed):
             missing = [b for b in self.bands if b not in item.assets]
             if missing:
-                raise DatasetError(f"dataset {item.id}: missing band(s) {', '.join(missing)}")
-            crs, res, phase = _native_grid(item, self.bands[0])
+                raise InputDataError(
+                    item.id,
+                    missing[0],
+                    None,
+                    f"missing band(s) {', '.join(missing)} in the item's assets",
+                )
+            # every band's grid metadata must be readable, not only the first's (which decides the group)
+            crs, res, phase = [_native_grid(item, band) for band in self.bands][0]
             by_grid[(str(crs), res, round(phase[0], 6), round(phase[1], 6))].append((order, item))
         groups = []
         for (crs, res, px, py), members in sorted(by_grid.items()):
             days: dict[np.datetime64, list[_Observation]] = defaultdict(list)
             # a day's datasets in acquisition order (odc-stac's order), ties in input order
             for _, item in sorted(members, key=lambda m: (_utc_naive(m[1]), m[0])):
-                lon = Geometry(item.geometry, "EPSG:4326").centroid.coords[0][0]
+                try:
+                    lon = Geometry(item.geometry, "EPSG:4326").centroid.coords[0][0]
+                except Exception as err:
+                    raise InputDataError(
+                        item.id, None, None, f"malformed geometry: {err}"
+                    ) from None
                 when = _utc_naive(item)
                 day = solar_day(when, lon)
                 hrefs = {b: _href(item.assets[b]) for b in self.bands}
@@ -236,7 +374,7 @@ class TaskReader:
         first = next(iter(self.groups[0].days.values()))[0]
         info = {}
         for band in self.bands:
-            src, _ = self._dataset(first.hrefs[band])
+            src, _ = self._dataset(first, band)
             nodata = src.nodata
             if nodata is None:
                 bands_meta = first.item.assets[band].extra_fields.get("raster:bands") or [{}]
@@ -263,31 +401,35 @@ class TaskReader:
         return [(b, self.band_info[b]) for b in self.bands]
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def _dataset(self, href: str) -> tuple[Any, bool]:
-        """This thread's open dataset of ``href``, and whether its CRS is that of its group's grid."""
+    def _dataset(self, obs: _Observation, band: str) -> tuple[Any, CRS | None]:
+        """This thread's open dataset of the observation's ``band`` and its CRS, checked against the metadata on
+        first opening (:func:`_checked_open`)."""
         handles = self._handles.open
         if not handles:
             with self._lock:
                 self._all_handles.append(handles)
+        href = obs.hrefs[band]
         entry = handles.get(href)
         if entry is None:
-            src = rasterio.open(href)
-            entry = (src, CRS(src.crs.to_wkt()) if src.crs else None)
+            probed = getattr(self, "band_info", None)
+            expected = probed[band].dtype if probed else None
+            entry = _checked_open(obs.item, band, href, expected)
             handles[href] = entry
         return entry
 
     def _read_band(
-        self, href: str, band: str, gbox: GeoBox, out: np.ndarray | None = None
+        self, obs: _Observation, band: str, gbox: GeoBox, out: np.ndarray | None = None
     ) -> np.ndarray:
         """One band of one dataset on ``gbox`` (the dataset's own pixel grid), into ``out`` if given; nodata
         outside its raster."""
+        href = obs.hrefs[band]
         info = self.band_info[band]
         fill = info.nodata if info.nodata is not None else 0
         if out is None:
             out = np.empty(gbox.shape.yx, dtype=info.dtype)
         out[...] = fill
+        src, crs = self._dataset(obs, band)
         try:
-            src, crs = self._dataset(href)
             t, g = src.transform, gbox.transform
             col = (g.c - t.c) / t.a
             row = (g.f - t.f) / t.e
@@ -322,8 +464,14 @@ class TaskReader:
                 out[r0 - row : r1 - row, c0 - col : c1 - col] = src.read(1, window=window).astype(
                     info.dtype, copy=False
                 )
-        except rasterio.errors.RasterioError as err:
-            raise DatasetError(f"cannot read {href}: {err}") from err
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
+            # a truncated or corrupt file opens (its header is intact) and fails on the pixels
+            raise InputDataError(
+                obs.item.id,
+                band,
+                href,
+                f"cannot read pixels (truncated or corrupt file?): {_one_line(err)}",
+            ) from None
         return out
 
     def _as_dataset(self, arrays: dict[str, xr.DataArray], gbox: GeoBox, times) -> xr.Dataset:
@@ -366,7 +514,7 @@ class TaskReader:
         for band in self.bands:
             stack = np.empty((len(observations), *gbox.shape.yx), dtype=self.band_info[band].dtype)
             for i, obs in enumerate(observations):
-                self._read_band(obs.hrefs[band], band, gbox, out=stack[i])
+                self._read_band(obs, band, gbox, out=stack[i])
             # named: dask would otherwise hash the whole array to name it
             data = da.from_array(
                 stack, chunks=stack.shape, name=f"eostats-{band}-{uuid.uuid4().hex}"

@@ -576,5 +576,8 @@ def filter_items(
 
 
 def task_items(run: Any, cache: Any, task: Any) -> list[Mapping[str, Any]]:
-    """A task's items from the cache that pass the run's ``dataset_filters`` (the tile job's input list)."""
-    return filter_items(cache.datasets(task), run.config.get("dataset_filters"))
+    """A task's items from the cache that pass the run's ``dataset_filters`` and are not among its excluded
+    datasets (``exclude_datasets``, ``exclude_datasets_file``): the tile job's input list."""
+    excluded = run.excluded_datasets
+    items = [doc for doc in cache.datasets(task) if str(doc.get("id")) not in excluded]
+    return filter_items(items, run.config.get("dataset_filters"))

@@ -47,7 +47,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -477,6 +477,13 @@ class TaskOutcome:
     error: str | None = None
     report: dict[str, Any] | None = None
     seconds: float = 0.0
+    #: a failure's details: which limit stopped it ("time", "memory"), else the task's own exception — its
+    #: message, class name, unusable datasets (``{"id", "asset", "href", "reason"}``) and traceback
+    limit: Literal["time", "memory"] | None = None
+    message: str | None = None
+    error_type: str | None = None
+    bad_datasets: list[dict] = field(default_factory=list)
+    traceback: str | None = None
 
 
 @dataclass
@@ -610,7 +617,12 @@ def _child_main(conn: multiprocessing.connection.Connection, job: TileJob, log_l
     except BaseException as err:  # everything must reach the parent as one line
         logging.getLogger("eostats.queue").debug("task %s failed", job.task, exc_info=True)
         message = str(err) or type(err).__name__
-        conn.send(("error", f"{type(err).__name__}: {message}", traceback.format_exc()))
+        details = {
+            "message": message,
+            "error_type": type(err).__name__,
+            "bad_datasets": list(getattr(err, "bad_datasets", None) or []),
+        }
+        conn.send(("error", f"{type(err).__name__}: {message}", traceback.format_exc(), details))
     finally:
         conn.close()
 
@@ -688,6 +700,7 @@ def run_supervised(
                     "failed",
                     error=f"cancelled after {elapsed:.0f} s (max_processing_time {max_processing_time:g} s)",
                     seconds=elapsed,
+                    limit="time",
                 )
             if memory_limit and _resident_bytes(process) > memory_limit:
                 used = _resident_bytes(process)
@@ -697,6 +710,7 @@ def run_supervised(
                     "failed",
                     error=f"stopped at {used / 2**20:.0f} MiB resident memory (memory_limit {memory_limit / 2**20:.0f} MiB)",
                     seconds=time.monotonic() - started,
+                    limit="memory",
                 )
             wait = min(poll_interval, 1.0) if memory_limit else poll_interval
             if max_processing_time:
@@ -718,16 +732,31 @@ def run_supervised(
         _stop(process)
     elapsed = time.monotonic() - started
     if result is None:
-        return TaskOutcome(
-            job.task,
-            "failed",
-            error=f"the task's process died with exit code {process.exitcode}",
-            seconds=elapsed,
-        )
+        code = process.exitcode
+        error = f"the task's process died with exit code {code}"
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                error += f" (killed by {signal.Signals(-code).name}"
+                error += (
+                    ", perhaps by the system's out-of-memory killer)"
+                    if -code == signal.SIGKILL
+                    else ")"
+                )
+        return TaskOutcome(job.task, "failed", error=error, seconds=elapsed)
     if result[0] == "ok":
         return TaskOutcome(job.task, "done", report=result[1], seconds=elapsed)
     log.debug("traceback of task %s:\n%s", job.task, result[2])
-    return TaskOutcome(job.task, "failed", error=result[1], seconds=elapsed)
+    details = result[3] if len(result) > 3 else {}
+    return TaskOutcome(
+        job.task,
+        "failed",
+        error=result[1],
+        seconds=elapsed,
+        message=details.get("message"),
+        error_type=details.get("error_type"),
+        bad_datasets=details.get("bad_datasets") or [],
+        traceback=result[2],
+    )
 
 
 # --------------------------------------------------------------------------------------------

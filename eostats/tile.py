@@ -28,6 +28,7 @@ from eostats.cog import CogOptions, write_cog
 from eostats.eo3 import source_dataset_ids, write_tile_documents
 from eostats.fileio import atomic_directory, write_json_atomic
 from eostats.kernels.gpu import describe, use_backend
+from eostats.limits import check_tile_memory, memory_limit_of
 from eostats.loading import TaskReader
 from eostats.metadata import BandInfo, build_stac_item, write_sha1
 from eostats.odc_index import task_items
@@ -41,7 +42,12 @@ log = logging.getLogger("eostats.tile")
 
 @dataclass
 class TileReport:
-    """What a tile job did; logged as one JSON line at the end of the job."""
+    """What a tile job did; logged as one JSON line at the end of the job (:func:`report_line`).
+
+    ``datasets``: how many datasets the task read (``dataset_ids``: which, after exclusions and filters);
+    ``observations``: solar days; ``seconds``: wall time per stage; ``peak_rss_mb``: the process's peak resident
+    memory (MiB).
+    """
 
     task: str
     datasets: int
@@ -51,6 +57,25 @@ class TileReport:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    dataset_ids: list[str] = field(default_factory=list)
+
+
+class TileFailure(RuntimeError):
+    """A tile that failed in a child process (:func:`eostats.limits.run_tile_within_limits`): the child's message,
+    its unusable datasets (``{"id", "asset", "href", "reason"}``), exception class name and traceback."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        bad_datasets: list[dict] | None = None,
+        detail: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.bad_datasets = list(bad_datasets or [])
+        self.detail = detail
+        self.error_type = error_type
 
 
 def _blocks(shape: tuple[int, int], size: int):
@@ -64,7 +89,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> tuple[xr.Dataset, dict[str, Any]]:
+def compute_tile(
+    run: Run, cache: DatasetCache, task: TaskId, threads: int
+) -> tuple[xr.Dataset, dict[str, Any]]:
     """The plugin's measurements on the tile of ``task`` as an in-memory Dataset (dims y, x)."""
     plugin = run.plugin
     geobox = run.grid.tile_geobox(task.x, task.y)
@@ -72,6 +99,16 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     items = task_items(run, cache, task)
+    if not items:
+        # every dataset of the task excluded (exclude_datasets): the tile is written all nodata, with no sources,
+        # so that the run stays complete and its mosaics cover the tile
+        log.warning("task %s: every dataset is excluded; writing the tile as all nodata", task)
+        return _empty_tile(plugin, geobox), {
+            "datasets": 0,
+            "observations": 0,
+            "blocks": 0,
+            "timings": {},
+        }
     threads = max(1, int(threads))
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     with (
@@ -82,6 +119,25 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
         # the kernels run on `backend` in this thread; the prefetch thread decodes the next block meanwhile
         log.info("task %s: kernels on %s", task, describe(backend))
         timings["plan"] = time.perf_counter() - t0
+        limit = memory_limit_of(run.config)
+        estimate = check_tile_memory(
+            task,
+            n_observations=len(reader.days),
+            variables={name: dtype for name, (dtype, _) in reader.variables.items()},
+            outputs={m.name: m.dtype for m in plugin.measurements},
+            tile_shape=geobox.shape.yx,
+            chunk_size=chunk,
+            threads=threads,
+            limit=limit,
+        )
+        log.info(
+            "task %s: %d datasets, %d observations; estimated peak memory %.0f MiB (limit %s)",
+            task,
+            len(items),
+            len(reader.days),
+            estimate / 2**20,
+            f"{limit / 2**20:.0f} MiB" if limit else "none",
+        )
         outputs = plugin.empty_outputs(geobox.shape.yx)
         blocks = list(_blocks(geobox.shape.yx, chunk))
         t_load = t_reduce = 0.0
@@ -99,6 +155,7 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
             t3 = time.perf_counter()
             t_load += t2 - t1
             t_reduce += t3 - t2
+            # progress, chunks done of total
             log.info("task %s: block %d of %d done", task, i, len(blocks))
         n_obs = len(reader.days)
         read_cpu = {stage: round(seconds, 3) for stage, seconds in reader.cpu_seconds.items()}
@@ -106,7 +163,9 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
     timings["load"] = t_load
     timings["reduce"] = t_reduce
     coords = xr_coords(geobox)
-    ds = xr.Dataset({name: xr.DataArray(arr, dims=("y", "x"), coords=coords) for name, arr in outputs.items()})
+    ds = xr.Dataset(
+        {name: xr.DataArray(arr, dims=("y", "x"), coords=coords) for name, arr in outputs.items()}
+    )
     info = {
         "datasets": len(items),
         "observations": n_obs,
@@ -116,6 +175,16 @@ def compute_tile(run: Run, cache: DatasetCache, task: TaskId, threads: int) -> t
         "backend": backend,
     }
     return ds, info
+
+
+def _empty_tile(plugin: Any, geobox: Any) -> xr.Dataset:
+    coords = xr_coords(geobox)
+    return xr.Dataset(
+        {
+            name: xr.DataArray(arr, dims=("y", "x"), coords=coords)
+            for name, arr in plugin.empty_outputs(geobox.shape.yx).items()
+        }
+    )
 
 
 def write_tile(
@@ -144,10 +213,13 @@ def write_tile(
             options = CogOptions.from_config(cog_opts, band=m.name, categorical=m.categorical)
             da = data[m.name].astype(m.dtype)
             da.attrs["nodata"] = m.nodata
-            written.append(write_cog(tmp_dir / name, da, nodata=m.nodata, description=m.name, options=options))
+            written.append(
+                write_cog(tmp_dir / name, da, nodata=m.nodata, description=m.name, options=options)
+            )
             bands[m.name] = BandInfo(dtype=m.dtype, nodata=m.nodata, path=name)
-        prefix = product.file_prefix(task)
-        previews = write_previews(tmp_dir, prefix, data, plugin, geobox, cog_opts)
+        previews = write_previews(
+            tmp_dir, product.file_prefix(task), data, plugin, geobox, cog_opts
+        )
         written += previews.values()
         sha1_name = Path(product.sha1_path(task)).name
         write_sha1(tmp_dir / sha1_name, written)
@@ -168,7 +240,10 @@ def write_tile(
                 tmp_dir, run, task, geobox, bands, item, source_ids, source_items or [], sha1_name
             )
         write_json_atomic(tmp_dir / Path(product.stac_path(task)).name, item)
-    return [final_dir / p.name for p in written] + [final_dir / sha1_name, Path(product.stac_path(task))]
+    return [final_dir / p.name for p in written] + [
+        final_dir / sha1_name,
+        Path(product.stac_path(task)),
+    ]
 
 
 def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -> TileReport:
@@ -180,7 +255,8 @@ def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -
     data, info = compute_tile(run, cache, task, threads)
     t1 = time.perf_counter()
     items = task_items(run, cache, task)
-    files = write_tile(run, task, data, source_dataset_ids(items), items)
+    source_ids = source_dataset_ids(items)
+    files = write_tile(run, task, data, source_ids, items)
     timings = dict(info["timings"], write=time.perf_counter() - t1, total=time.perf_counter() - t0)
     return TileReport(
         task=str(task),
@@ -191,8 +267,53 @@ def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -
         seconds={k: round(v, 3) for k, v in timings.items()},
         peak_rss_mb=round(peak_rss_mb(), 1),
         outputs=[str(p) for p in files],
+        dataset_ids=sorted(str(item.get("id")) for item in items),
     )
 
 
 def report_line(report: TileReport) -> str:
+    """The job's last log line: ``{"event": "tile_done", ...}``, one JSON object on one line (log systems such as
+    Loki parse it)."""
     return json.dumps({"event": "tile_done", **asdict(report)}, sort_keys=True)
+
+
+def emit_json_line(line: str) -> None:
+    """Log ``line`` (a JSON document) as a line of its own, without the time/level prefix of the other lines, to
+    every handler of the root logger: the line is then valid JSON by itself for log systems (Loki's ``json`` stage)."""
+    record = logging.makeLogRecord(
+        {"name": log.name, "msg": line, "levelno": logging.INFO, "levelname": "INFO"}
+    )
+    plain = logging.Formatter("%(message)s")
+    for handler in logging.getLogger().handlers:
+        previous = handler.formatter
+        handler.setFormatter(plain)
+        try:
+            handler.handle(record)
+        finally:
+            handler.setFormatter(previous)
+
+
+def failure_line(
+    task: TaskId | str,
+    reason: str,
+    dataset_ids: list[str],
+    bad_datasets: list[dict],
+    seconds: float,
+    record: str | Path | None,
+) -> str:
+    """A failed job's last log line: ``{"event": "tile_failed", ...}`` with the task, its datasets, the one-line
+    reason, the unusable datasets, the wall time (s), the peak resident memory (MiB) and the failure record's path."""
+    return json.dumps(
+        {
+            "event": "tile_failed",
+            "task": str(task),
+            "reason": " ".join(str(reason).split()),
+            "datasets": len(dataset_ids),
+            "dataset_ids": sorted(dataset_ids),
+            "bad_datasets": bad_datasets,
+            "seconds": {"total": round(seconds, 3)},
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "failure_record": str(record) if record else None,
+        },
+        sort_keys=True,
+    )

@@ -60,10 +60,38 @@ class Run:
     @cached_property
     def product(self) -> OutputProduct:
         plugin = self.plugin
-        settings = {"name": plugin.NAME, "version": plugin.VERSION, "product_family": plugin.PRODUCT_FAMILY}
+        settings = {
+            "name": plugin.NAME,
+            "version": plugin.VERSION,
+            "product_family": plugin.PRODUCT_FAMILY,
+        }
         settings.update(self.config.get("product") or {})
         location = self.config["output_location"].replace("{results}", str(self.results))
         return OutputProduct.from_config({**settings, "location": location})
+
+    @cached_property
+    def excluded_datasets(self) -> frozenset[str]:
+        """Dataset ids the run leaves out of every task: ``exclude_datasets`` plus the ids of
+        ``exclude_datasets_file`` (one a line; blank lines and ``#`` comments ignored).
+
+        Applied when a tile's datasets are listed (``eostats.odc_index.task_items``, the tile rule's dataset hash),
+        not when the cache is built: adding an id re-runs only the tiles that used it. ValueError naming the file
+        when it cannot be read.
+        """
+        ids = {str(i) for i in self.config.get("exclude_datasets") or ()}
+        listed = self.config.get("exclude_datasets_file")
+        if listed:
+            try:
+                text = Path(listed).read_text()
+            except OSError as err:
+                raise ValueError(
+                    f"config key 'exclude_datasets_file': cannot read {listed}: {err.strerror or err}"
+                ) from None
+            for line in text.splitlines():
+                entry = line.split("#", 1)[0].strip()
+                if entry:
+                    ids.add(entry)
+        return frozenset(ids)
 
     # -- paths ---------------------------------------------------------------------------------------
     @property
@@ -76,6 +104,20 @@ class Run:
         if source["type"] == "sample":
             return self.sample_catalog
         return Path(source["path"]) if source.get("path") else None
+
+    @property
+    def log_dir(self) -> Path:
+        """The jobs' logs (``LOGS`` in ``rules/common.smk``); also the failure records and the failures file."""
+        return self.results / "logs"
+
+    def failure_record_path(self, task: TaskId) -> Path:
+        """The JSON record of a failed tile job (:mod:`eostats.failures`); absent while the task has not failed."""
+        return self.log_dir / "failures" / task.period / f"x{task.x}_y{task.y}.json"
+
+    @property
+    def failures_file(self) -> Path:
+        """Every failure record of the run, one JSON object a line (:func:`eostats.failures.write_failures_file`)."""
+        return self.log_dir / "failures.jsonl"
 
     @property
     def cache(self) -> Path:
@@ -97,7 +139,9 @@ class Run:
         probe = TaskId("9999--P1Y", 123457, 765431)
         path = self.product.task_dir(probe)
         # region-code formats pad and sign the indices in their own way: find the rendered numbers in the path
-        tail = path[len(self.product.location) :] if path.startswith(self.product.location) else path
+        tail = (
+            path[len(self.product.location) :] if path.startswith(self.product.location) else path
+        )
         tail = tail.replace(probe.period, "{period}")
         tail = re.sub(r"[-+]?0*123457", "{x}", tail, count=1)
         tail = re.sub(r"[-+]?0*765431", "{y}", tail, count=1)
@@ -113,7 +157,9 @@ class Run:
         """:meth:`tile_item` as a Snakemake pattern (wildcards ``period``, ``x``, ``y``, each used more than once)."""
         probe = TaskId("9999--P1Y", 123457, 765431)
         path = self.product.stac_path(probe)
-        tail = path[len(self.product.location) :] if path.startswith(self.product.location) else path
+        tail = (
+            path[len(self.product.location) :] if path.startswith(self.product.location) else path
+        )
         tail = tail.replace(probe.period, "{period}")
         tail = re.sub(r"[-+]?0*123457", "{x}", tail)
         tail = re.sub(r"[-+]?0*765431", "{y}", tail)

@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 from eostats.cache import DatasetCache
 from eostats.config import ConfigError, validate_config
+from eostats.failures import write_failures_file
 from eostats.taskids import TaskId
 from eostats.workflow import INDEX_REGEX, PERIOD_REGEX, Run
 
@@ -25,7 +26,10 @@ def stop_on_user_error(message):
 
 try:
     _validated = validate_config(config)
-except ConfigError as err:
+    # the ids of exclude_datasets_file join exclude_datasets here, so that jobs need not read the file
+    _validated["exclude_datasets"] = sorted(Run(_validated).excluded_datasets)
+    _validated["exclude_datasets_file"] = None
+except (ConfigError, ValueError) as err:
     stop_on_user_error(f"invalid configuration: {err}")
 config.clear()
 config.update(_validated)
@@ -122,7 +126,7 @@ def cache_settings():
             "years": config["years"],
             "solar_offset_rule": config["solar_offset_rule"],
             "tiles": config["tiles"],
-            "exclude_datasets": config["exclude_datasets"],
+            # not exclude_datasets: tiles leave excluded datasets out (task_items), the cache keeps them
         },
         sort_keys=True,
     )
@@ -143,11 +147,12 @@ def task_of(wildcards):
 
 @cache
 def _dataset_hashes(cache_path, mtime):
-    return DatasetCache.open(cache_path).dataset_hashes()
+    return DatasetCache.open(cache_path).dataset_hashes(exclude=RUN.excluded_datasets)
 
 
 def dataset_hash(wildcards):
-    """The task's dataset list fingerprint: a tile re-runs when its datasets change, not when the cache file does."""
+    """The task's dataset list fingerprint, excluded datasets left out: a tile re-runs when its datasets change
+    (new scenes, an excluded id), not when the cache file does."""
     path = local_copy(RUN.cache)
     hashes = _dataset_hashes(str(path), path.stat().st_mtime_ns)
     task = task_of(wildcards)
@@ -209,7 +214,22 @@ def final_targets(wildcards):
     return targets
 
 
+def write_failures_summary():
+    """Rewrite the run's failures file from the failed tiles' records (eostats.failures); say where it is."""
+    path, n_failed = write_failures_file(RUN)
+    if n_failed:
+        print(
+            f"eostats: {n_failed} task(s) failed, listed in {path} (one JSON record a line)",
+            file=sys.stderr,
+        )
+
+
 onsuccess:
+    write_failures_summary()
     print(f"eostats: results are under {RUN.results.resolve()}")
     print(f"  task list: {RUN.task_csv}")
     print(f"  tiles:     {RUN.product.location}/")
+
+
+onerror:
+    write_failures_summary()

@@ -29,7 +29,10 @@ with job_logging(snakemake.log[0], "dataset_cache") as log:  # noqa: F821
     settings = {
         "solar_offset_rule": run.config["solar_offset_rule"],
         "tiles": run.config["tiles"],
-        "exclude_datasets": run.config["exclude_datasets"],
+        # exclude_datasets is applied by the tile jobs (eostats.odc_index.task_items): changing it keeps this cache.
+        # An item the cache cannot use (no id, geometry or readable datetime) is left out and named below, so that
+        # one bad item does not stop a continental run.
+        "invalid_items": "skip",
     }
     if source["type"] == "datacube":
         # the same builder as `eostats save-tasks`: year windows over the padded range, product expressions
@@ -40,4 +43,11 @@ with job_logging(snakemake.log[0], "dataset_cache") as log:  # noqa: F821
     else:
         cache_path = snakemake.output.cache  # noqa: F821
         summary = build_cache(items, run.grid, run.binning, cache_path, source, settings)
+    for skipped in getattr(summary, "skipped", ()):
+        log.warning(
+            "skipped item %s of the source %s: %s",
+            skipped.id or "(no id)",
+            read_from.get("path") or read_from.get("url") or source["type"],
+            skipped.reason,
+        )
     log.info("dataset cache %s: %s", snakemake.output.cache, summary)  # noqa: F821
