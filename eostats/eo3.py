@@ -459,7 +459,10 @@ def write_eo3_from_stac(
         for name, definition in products.items()
     ]
     dataset_files = [
-        write_text_atomic(out / f"{doc['label']}.odc-metadata.yaml", dump_yaml(doc))
+        # one file per item in one folder: no listing of the folder per file
+        write_text_atomic(
+            out / f"{doc['label']}.odc-metadata.yaml", dump_yaml(doc), clean_stale=False
+        )
         for doc in documents
     ]
     return product_files, dataset_files

@@ -8,6 +8,11 @@ file system.
 
 Temporary names start with a dot and keep the final suffix (``.name.tmp-<random>.tif``) so that tools which pick
 a format from the extension (GDAL) still do the right thing, and so that they are easy to spot and clean up.
+
+A process killed with SIGKILL (or a lost node) cannot remove its temporaries. Each writer therefore removes the
+temporaries that an earlier, killed writer of the **same final path** left (:func:`remove_stale_temporaries`) before
+it starts: a resumed run ends with no leftovers. This relies on one writer per final path at a time, which
+Snakemake guarantees (a job owns its outputs, and the directory lock keeps a second Snakemake out).
 """
 
 from __future__ import annotations
@@ -15,27 +20,75 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "TEMPORARY_KINDS",
     "atomic_directory",
     "atomic_path",
+    "remove_stale_temporaries",
+    "stale_temporaries",
     "temporary_sibling",
+    "temporary_sibling_dir",
     "write_json_atomic",
     "write_text_atomic",
 ]
 
 
+#: the kinds of temporary sibling the package makes: ``tmp`` (being written), ``old`` (being replaced), ``build``
+TEMPORARY_KINDS = ("tmp", "old", "build")
+
+
+def _stem_and_suffix(final: Path) -> tuple[str, str]:
+    suffix = "".join(final.suffixes)
+    stem = final.name[: len(final.name) - len(suffix)] if suffix else final.name
+    return stem, suffix
+
+
 def temporary_sibling(final: Path, kind: str = "tmp") -> Path:
     """A fresh, unused-looking name next to ``final``: ``.{stem}.{kind}-{random}{suffix}``."""
     final = Path(final)
-    suffix = "".join(final.suffixes)
-    stem = final.name[: len(final.name) - len(suffix)] if suffix else final.name
+    stem, suffix = _stem_and_suffix(final)
     return final.with_name(f".{stem}.{kind}-{secrets.token_hex(4)}{suffix}")
+
+
+def temporary_sibling_dir(final: Path | str, kind: str = "tmp") -> Path:
+    """A new empty directory next to ``final``, named like :func:`temporary_sibling` (so that
+    :func:`remove_stale_temporaries` finds it if its writer is killed)."""
+    final = Path(final)
+    stem, suffix = _stem_and_suffix(final)
+    return Path(tempfile.mkdtemp(prefix=f".{stem}.{kind}-", suffix=suffix, dir=final.parent))
+
+
+def stale_temporaries(final: Path | str) -> list[Path]:
+    """Temporary siblings of ``final`` that a writer left behind: the names :func:`temporary_sibling` and
+    ``tempfile.mkdtemp(prefix=".{name}.tmp-")`` make (8 random characters), with their side files (an SQLite
+    ``-journal``, a GDAL ``.aux.xml``). Nothing else matches: another final path's temporaries are not included."""
+    final = Path(final)
+    stem, suffix = _stem_and_suffix(final)
+    kinds = "|".join(TEMPORARY_KINDS)
+    pattern = re.compile(
+        rf"\.{re.escape(stem)}\.(?:{kinds})-[0-9a-z_]{{8}}{re.escape(suffix)}(?:[.-][A-Za-z0-9.]+)?"
+    )
+    try:
+        names = os.listdir(final.parent)
+    except FileNotFoundError:
+        return []
+    return sorted(final.parent / name for name in names if pattern.fullmatch(name))
+
+
+def remove_stale_temporaries(final: Path | str) -> list[Path]:
+    """Remove what :func:`stale_temporaries` finds (files or directories); returns the removed paths."""
+    stale = stale_temporaries(final)
+    for path in stale:
+        _remove(path)
+    return stale
 
 
 def _remove(path: Path) -> None:
@@ -47,15 +100,21 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: Path | str, *, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(
+    final: Path | str, *, fsync: bool = False, clean_stale: bool = True
+) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success rename it to ``final``, on failure remove it.
 
-    The parent directories of ``final`` are created. The body must create the file at the yielded path (it
+    The parent directories of ``final`` are created, and temporaries of ``final`` left by a killed writer removed
+    (``clean_stale=False`` skips that listing of the parent: for many files written into one directory). The
+    body must create the file at the yielded path (it
     is not created in advance, so writers that refuse to overwrite work too). An existing ``final`` is
     replaced only once the new file is complete. ``fsync=True`` flushes the file to disk before the rename.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if clean_stale:
+        remove_stale_temporaries(final)
     tmp = temporary_sibling(final)
     try:
         yield tmp
@@ -70,10 +129,12 @@ def atomic_path(final: Path | str, *, fsync: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(path: Path | str, text: str, *, encoding: str = "utf-8") -> Path:
+def write_text_atomic(
+    path: Path | str, text: str, *, encoding: str = "utf-8", clean_stale: bool = True
+) -> Path:
     """Write ``text`` to ``path`` atomically (parents created); returns the final path."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, clean_stale=clean_stale) as tmp:
         tmp.write_text(text, encoding=encoding)
     return path
 
@@ -101,6 +162,7 @@ def atomic_directory(final_dir: Path | str) -> Iterator[Path]:
     """
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final_dir)
     tmp = temporary_sibling(final_dir)
     tmp.mkdir()
     try:

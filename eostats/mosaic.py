@@ -32,7 +32,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from eostats.cog import CogOptions, copy_to_cog
-from eostats.fileio import temporary_sibling
+from eostats.fileio import remove_stale_temporaries, temporary_sibling
 
 __all__ = ["build_mosaic", "mosaic_paths"]
 
@@ -218,6 +218,7 @@ def build_mosaic(
             ] = {}  # band -> (dataset, band index, dtype)
             for out in outputs:
                 dtype = np.result_type(*(profiles[b][0] for b in out.bands))
+                remove_stale_temporaries(out.path)  # left by a killed job
                 temps[out.path] = tmp = temporary_sibling(out.path, kind="build")
                 tmp.parent.mkdir(parents=True, exist_ok=True)
                 dst = stack.enter_context(

@@ -33,7 +33,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +50,8 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from rasterio.warp import Resampling, reproject
 from scipy import fft as sfft
+
+from eostats.fileio import remove_stale_temporaries, temporary_sibling_dir
 
 REFLECTANCE_BANDS: tuple[str, ...] = (
     "nbart_blue",
@@ -267,7 +268,8 @@ def generate_sample_collection(
     spec = _as_spec(spec)
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir)  # a killed generator's staging directory
+    staging = temporary_sibling_dir(out_dir)
     # pystac takes a last path component with a dot for a file name: build in a plain one.
     build = staging / "build"
     try:
@@ -921,7 +923,7 @@ def _replace_dir(new: Path, target: Path) -> None:
     if not target.exists():
         os.rename(new, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    old = temporary_sibling_dir(target, kind="old")
     os.rename(target, old / target.name)
     os.rename(new, target)
     shutil.rmtree(old, ignore_errors=True)

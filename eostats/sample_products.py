@@ -33,7 +33,6 @@ import dataclasses
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -48,6 +47,8 @@ from odc.geo.geobox import GeoBox
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from scipy import ndimage
+
+from eostats.fileio import remove_stale_temporaries, temporary_sibling_dir
 
 # Private helpers of the Landsat sample: the world (ground fields, skies, scene rendering) is shared on purpose.
 from eostats.sample import (  # noqa: I001
@@ -193,7 +194,8 @@ def generate_product_sample(
         full = default_spec(product, **{k: v for k, v in overrides.items() if k in given})
     out_dir = Path(out_dir).absolute()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    remove_stale_temporaries(out_dir)  # a killed generator's staging directory
+    staging = temporary_sibling_dir(out_dir)
     build = staging / "build"
     try:
         build.mkdir()
