@@ -119,7 +119,7 @@ class Run:
         """Every failure record of the run, one JSON object a line (:func:`eostats.failures.write_failures_file`)."""
         return self.log_dir / "failures.jsonl"
 
-    @property
+    @cached_property
     def cache(self) -> Path:
         return self.results / "tasks" / f"{self.config['run_name']}.sqlite"
 
@@ -131,7 +131,22 @@ class Run:
         return self.cache.with_name(f"{self.config['run_name']}-{period}.geojson")
 
     def tile_dir(self, task: TaskId) -> str:
-        return self.product.task_dir(task)
+        return self._tile_paths(task)[0]
+
+    def _tile_paths(self, task: TaskId) -> tuple[str, str]:
+        """(directory, STAC item) of a task, remembered: planning asks for them several times per tile job, and
+        building them (region code, path checks) costs more than Snakemake's own work per job."""
+        paths = self._tile_path_memo.get(task)
+        if paths is None:
+            paths = self._tile_path_memo[task] = (
+                self.product.task_dir(task),
+                self.product.stac_path(task),
+            )
+        return paths
+
+    @cached_property
+    def _tile_path_memo(self) -> dict[TaskId, tuple[str, str]]:
+        return {}
 
     @cached_property
     def tile_dir_pattern(self) -> str:
@@ -150,7 +165,7 @@ class Run:
     def tile_item(self, task: TaskId) -> str:
         """The tile's STAC item, the file its rule declares: written last, it stands for the whole tile directory,
         so object storage checks one object per tile, not one per band."""
-        return self.product.stac_path(task)
+        return self._tile_paths(task)[1]
 
     @cached_property
     def tile_item_pattern(self) -> str:

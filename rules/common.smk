@@ -169,6 +169,20 @@ def _task_positions(csv_path, mtime):
     return {task: n for n, task in enumerate(RUN.read_task_csv(csv_path))}
 
 
+def tile_group_of_run():
+    """`tile_group` where `group-components` asks for tile groups, else None: plain tile jobs (Slurm job arrays need
+    them) and no function for Snakemake to call per job while planning."""
+    return tile_group if TILE_GROUP in workflow.group_settings.group_components else None
+
+
+def tile_url_param():
+    """The tile directory's object URL under default storage (a function of the job), else "" (nothing to upload
+    and no per-job function call while planning)."""
+    if not STORAGE_PREFIX:
+        return ""
+    return lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards)))
+
+
 def tile_group(wildcards):
     """The tile's group on a cluster, where `group-components: {tiles: N}` puts N tiles in one pod or job.
 

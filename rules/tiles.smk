@@ -14,7 +14,7 @@ rule tile:
     log:
         f"{LOGS}/tile/{{period}}/x{{x}}_y{{y}}.log",
     group:
-        tile_group
+        tile_group_of_run()
     threads: resources_of("tile")["threads"]
     resources:
         **gpu_resources_of("tile"),
@@ -22,7 +22,7 @@ rule tile:
         runtime=resources_of("tile")["runtime"],
     params:
         datasets=dataset_hash,
-        task=lambda wildcards: str(task_of(wildcards)),
-        tile_url=lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards))),
+        task="{period}/{x}/{y}",
+        tile_url=tile_url_param(),
     script:
         "../scripts/tile.py"

@@ -10,7 +10,14 @@ from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin
 
 _REGISTRY: dict[str, type[StatsPlugin]] = {}
 
-__all__ = ["Measurement", "PluginConfigError", "StatsPlugin", "register", "registered", "resolve_plugin"]
+__all__ = [
+    "Measurement",
+    "PluginConfigError",
+    "StatsPlugin",
+    "register",
+    "registered",
+    "resolve_plugin",
+]
 
 
 def register(name: str):
@@ -21,6 +28,25 @@ def register(name: str):
         return cls
 
     return wrap
+
+
+# The module of each built-in plugin: a config names one, and only that module is imported (planning a run
+# imports the package; importing every plugin and its kernels would cost seconds per `snakemake` invocation).
+_BUILTIN_MODULES = {
+    "fc-percentiles": "fc_percentiles",
+    "gm-generic": "gm_generic",
+    "gm-ls": "gm_ls",
+    "gm-ls-bitmask": "gm_ls_bitmask",
+    "gm-s2": "gm_s2",
+    "pq": "pq",
+    "pq-ls-bitmask": "pq_ls_bitmask",
+    "pq-s2": "pq_s2",
+    "ndvi-median": "reducers",
+    "band-stats": "reducers",
+    "tcw-percentiles": "tcw_percentiles",
+    "wofs-summary": "wofs",
+    "wofs-summary-fh": "wofs",
+}
 
 
 def registered() -> dict[str, type[StatsPlugin]]:
@@ -47,19 +73,24 @@ def _import_builtins() -> None:
 
 def plugin_class(name_or_path: str) -> type[StatsPlugin]:
     """The class named by a registered name or a dotted path ``package.module.Class``."""
-    _import_builtins()
+    if name_or_path in _BUILTIN_MODULES:
+        importlib.import_module(f"eostats.plugins.{_BUILTIN_MODULES[name_or_path]}")
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path]
     module_name, _, class_name = name_or_path.rpartition(".")
     if not module_name:
-        known = ", ".join(sorted(_REGISTRY))
-        raise PluginConfigError(f"unknown plugin {name_or_path!r}; registered: {known}, or a dotted path pkg.module.Class")
+        known = ", ".join(sorted(_REGISTRY.keys() | _BUILTIN_MODULES.keys()))
+        raise PluginConfigError(
+            f"unknown plugin {name_or_path!r}; registered: {known}, or a dotted path pkg.module.Class"
+        )
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
         raise PluginConfigError(f"cannot import plugin {name_or_path!r}: {err}") from None
     if not (isinstance(cls, type) and issubclass(cls, StatsPlugin)):
-        raise PluginConfigError(f"plugin {name_or_path!r} is not a subclass of eostats.plugins.StatsPlugin")
+        raise PluginConfigError(
+            f"plugin {name_or_path!r} is not a subclass of eostats.plugins.StatsPlugin"
+        )
     return cls
 
 
