@@ -175,7 +175,7 @@ def cache_figures(workdir: Path, n_items: int, threads: int, sequential: bool = 
     ndjson = workdir / f"items_{n_items}_v2.ndjson"
     if not ndjson.is_file():
         run_child("cachebench:make_ndjson", path=str(ndjson), n_items=n_items)
-    cache = workdir / f"cache_{n_items}_v2.sqlite"
+    cache = workdir / f"cache_{n_items}_v2.sqlite"  # rebuilt by every run
     built = run_child("cachebench:build", threads=threads, ndjson=str(ndjson), cache=str(cache))
     rate = built["items"] / built["wall_s"]
     cpu = built["cpu_s"] + built["workers_cpu_s"]

@@ -206,7 +206,10 @@ def tile_collection(
         tmp.write_text("".join(_json.dumps(c, separators=(",", ":")) + "\n" for c in copies))
         tmp.replace(ndjson)
 
-    cache = root / "cache.sqlite"
+    from eostats.cache import SCHEMA_VERSION
+
+    # the cache's schema version in its name: inputs kept from an older eostats are rebuilt, not misread
+    cache = root / f"cache_v{SCHEMA_VERSION}.sqlite"
     source = {"type": "ndjson", "path": str(ndjson)}
     if not cache.is_file():
         build_cache(
