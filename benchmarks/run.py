@@ -104,6 +104,7 @@ def run(figures: list[str], sizes: Sizes, workdir: Path, threads: int, log=print
         log(
             f"[{name}] {time.perf_counter() - t0:.0f} s, load average {load:.1f} → {load_average()[0]:.1f}"
         )
+        log(render_table(new))  # as it comes: a later failure or a cut-off run keeps what was measured
         rows += new
     return rows
 
