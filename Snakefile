@@ -18,6 +18,7 @@ include: "rules/sample.smk"
 include: "rules/cache.smk"
 include: "rules/tasks.smk"
 include: "rules/tiles.smk"
+include: "rules/fullhistory.smk"
 include: "rules/mosaic.smk"
 
 

@@ -10,6 +10,13 @@ from snakemake.exceptions import WorkflowError
 
 from eostats.cache import DatasetCache
 from eostats.config import ConfigError, validate_config
+from eostats.fullhistory import (
+    all_tasks,
+    full_history_period,
+    full_history_run,
+    full_history_tasks,
+    period_inputs,
+)
 from eostats.failures import write_failures_file
 from eostats.taskids import TaskId
 from eostats.workflow import INDEX_REGEX, PERIOD_REGEX, Run
@@ -35,6 +42,11 @@ config.clear()
 config.update(_validated)
 
 RUN = Run(config)
+try:
+    # the full-history product (rules/fullhistory.smk), None without `full_history` in the config
+    FULL_HISTORY = full_history_run(RUN)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
 RESULTS = str(RUN.results)
 # With a default storage provider (S3 on Kubernetes) every relative path below lives under this prefix.
 STORAGE_PREFIX = (
@@ -217,12 +229,47 @@ def tiles_of_period(wildcards):
     return tile_items([t for t in selected_tasks() if t.period == wildcards.period])
 
 
+@cache
+def _all_tasks(csv_path, mtime):
+    return all_tasks(RUN, csv_path)
+
+
+def run_tasks():
+    """Every task of the task list, whatever the `tasks` selectors pick (a full history needs all periods)."""
+    checkpoints.task_list.get()
+    path = local_copy(RUN.task_csv)
+    return _all_tasks(str(path), path.stat().st_mtime_ns)
+
+
+def full_history_label():
+    """The full-history period: `full_history.period`, else the span of every task's period (odc-stats' `all`)."""
+    return full_history_period(
+        {t.period for t in run_tasks()}, config["full_history"]["period"]
+    )
+
+
+def full_history_targets(tasks):
+    """The full-history tiles of the x/y of `tasks` (none without `full_history`)."""
+    if FULL_HISTORY is None:
+        return []
+    tiles = full_history_tasks(tasks, full_history_label())
+    return [FULL_HISTORY.tile_item(t) for t in tiles]
+
+
+def full_history_inputs(wildcards):
+    """The aggregation's inputs: the items of every period tile of the x/y inside the full-history period."""
+    return tile_items(
+        period_inputs(run_tasks(), wildcards.period, int(wildcards.x), int(wildcards.y))
+    )
+
+
 def final_targets(wildcards):
     tasks = selected_tasks()
     periods = sorted({t.period for t in tasks})
     targets = [str(RUN.task_csv)]
     targets += [str(RUN.period_geojson(p)) for p in periods]
     targets += tile_items(tasks)
+    targets += full_history_targets(tasks)
     if config["mosaic"]["enabled"]:
         targets += [str(p) for period in periods for p in RUN.mosaic_paths(period)]
     return targets
