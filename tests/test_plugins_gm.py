@@ -511,3 +511,34 @@ def test_rgba_preview_matches_odc_algo_and_hand_values(tmp_path):
     thumb = write_thumbnail(tmp_path / "x_thumbnail.jpg", ours, max_size=20)
     with rasterio.open(thumb) as src:
         assert src.driver == "JPEG" and (src.height, src.width) == (14, 20) and src.count == 3
+
+
+def test_rgba_preview_is_switched_on_by_the_odc_stats_override(tmp_path):
+    import rasterio
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    from eostats.plugins.preview import rgba_options, write_previews
+
+    assert rgba_options(None) is None and rgba_options({"blocksize": 256}) is None
+    assert rgba_options({"blocksize": 256, "overrides": {"rgba": {"compress": "JPEG"}}}) == {
+        "compress": "jpeg",
+        "blocksize": 256,
+    }
+    assert rgba_options({"rgba": {"zlevel": 9}}) == {"compress": "deflate", "blocksize": 512}
+    with pytest.raises(ValueError, match="colour"):
+        rgba_options({"overrides": {"rgba": {"colour": "red"}}})
+    # a plugin without RGB bands writes no preview, whatever cog_opts says
+    gbox = GeoBox((4, 4), Affine(30, 0, 0, 0, -30, 120), "EPSG:3577")
+    opts = {"overrides": {"rgba": {}}}
+    assert write_previews(tmp_path, "t", {}, resolve_plugin("pq"), gbox, opts) == {}
+    gm = resolve_plugin("gm-ls")
+    red = np.tile(np.array([[-999, 1], [3000, 1500]], np.int16), (2, 2))
+    data = {b: red for b in ("nbart_red", "nbart_green", "nbart_blue")}
+    written = write_previews(tmp_path, "t", data, gm, gbox, opts)
+    assert sorted(p.name for p in written.values()) == ["t_rgba.tif", "t_thumbnail.jpg"]
+    with rasterio.open(written["rgba"]) as src:
+        rgba = src.read()
+    # (v - 1) * 255 // 2999, alpha 0 at nodata -999
+    np.testing.assert_array_equal(rgba[0, :2, :2], [[0, 0], [255, 127]])
+    np.testing.assert_array_equal(rgba[3, :2, :2], [[0, 255], [255, 255]])
