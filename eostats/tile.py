@@ -78,11 +78,13 @@ class TileFailure(RuntimeError):
         self.error_type = error_type
 
 
-def _blocks(shape: tuple[int, int], size: int):
+def _blocks(shape: tuple[int, int], size: int, column_alignment: int = 1):
+    """Spatial blocks of about ``size`` pixels square; block columns start at multiples of ``column_alignment``."""
     ny, nx = shape
+    width = max(column_alignment, size // column_alignment * column_alignment)
     for y0 in range(0, ny, size):
-        for x0 in range(0, nx, size):
-            yield slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + size, nx))
+        for x0 in range(0, nx, width):
+            yield slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + width, nx))
 
 
 def peak_rss_mb() -> float:
@@ -139,7 +141,7 @@ def compute_tile(
             f"{limit / 2**20:.0f} MiB" if limit else "none",
         )
         outputs = plugin.empty_outputs(geobox.shape.yx)
-        blocks = list(_blocks(geobox.shape.yx, chunk))
+        blocks = list(_blocks(geobox.shape.yx, chunk, plugin.column_alignment))
         t_load = t_reduce = 0.0
         pending = prefetch.submit(reader.read, *blocks[0])
         for i, (ys, xs) in enumerate(blocks, start=1):

@@ -63,6 +63,12 @@ class StatsPlugin:
         raise NotImplementedError
 
     @property
+    def column_alignment(self) -> int:
+        """Tile columns at which the tile runner may start a spatial block (1: anywhere). A plugin whose result
+        depends on where blocks start (gm-*'s odc-stats-identical geomad start) asks for its block width."""
+        return 1
+
+    @property
     def native_buffer_pixels(self) -> int:
         """Native pixels loaded around the tile so masking and resampling see their neighbourhood."""
         return 10
@@ -133,9 +139,13 @@ def parse_filter_chain(value: Any, key: str) -> list[tuple[str, int]]:
             raise PluginConfigError(f"{key}: each step must be [operation, radius], got {step!r}")
         op, radius = step
         if op not in allowed:
-            raise PluginConfigError(f"{key}: unknown operation {op!r}; allowed: {', '.join(allowed)}")
+            raise PluginConfigError(
+                f"{key}: unknown operation {op!r}; allowed: {', '.join(allowed)}"
+            )
         if not isinstance(radius, int) or radius < 0:
-            raise PluginConfigError(f"{key}: radius must be a non-negative integer (native pixels), got {radius!r}")
+            raise PluginConfigError(
+                f"{key}: radius must be a non-negative integer (native pixels), got {radius!r}"
+            )
         chain.append((op, radius))
     return chain
 

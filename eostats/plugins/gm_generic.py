@@ -22,7 +22,10 @@ import numpy as np
 import xarray as xr
 
 from eostats.kernels.geomedian import GeomedianResult, median_to_dn
-from eostats.kernels.gpu import geomedian_mads  # the CPU or GPU kernel, as the tile's backend says
+from eostats.kernels.gpu import (  # the CPU or GPU kernel, as the tile's backend says
+    active_backend,
+    geomedian_mads,
+)
 from eostats.plugins import register
 from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin, check_mapping
 from eostats.plugins.tools import ClassMask, band_nodata, erase
@@ -66,6 +69,8 @@ class GeomedianGeneric(StatsPlugin):
         rgb_bands: Sequence[str] | None = None,
         rgb_clamp: Sequence[float] = (1, 3000),
         resampling: str = "bilinear",
+        start: str = "mean",
+        work_width: int = 400,
         **unknown: Any,
     ) -> None:
         super().__init__(resampling=resampling, **unknown)
@@ -122,6 +127,20 @@ class GeomedianGeneric(StatsPlugin):
         # odc-algo's default for integer input: a tenth of a DN, in scaled units
         self.eps = 0.1 * abs(self.scale) if eps is None else float(eps)
         self.maxiters = int(maxiters)
+        # "mean" (default): every pixel from its own mean: independent of blocks and neighbours, the same on the
+        # GPU, ~30 % less CPU, within 1 DN of odc-stats on 99.99 % of pixels; "geomad": odc-stats' own values
+        # (geomad's warm start, restarted every `work_width` columns as odc-stats' work_chunks), which on pixels
+        # whose median is not unique (two observations) depend on the neighbours (docs/quirks.md)
+        if start not in ("geomad", "mean"):
+            raise PluginConfigError(
+                f"plugin_config.start must be 'geomad' or 'mean', got {start!r}"
+            )
+        if int(work_width) < 1:
+            raise PluginConfigError(
+                f"plugin_config.work_width must be a positive integer, got {work_width!r}"
+            )
+        self.start = start
+        self.work_width = int(work_width)
 
     def _mask_defaults(self) -> dict[str, Any]:
         return {}
@@ -176,6 +195,8 @@ class GeomedianGeneric(StatsPlugin):
         stack = np.stack(layers)
         if stack.dtype not in _KERNEL_DTYPES:
             stack = stack.astype(np.float32)
+        # geomad's warm start is sequential along a row: the GPU kernel runs the per-pixel mean start
+        start = self.start if active_backend() != "gpu" else "mean"
         return geomedian_mads(
             stack,
             nodata=nodata,
@@ -183,7 +204,15 @@ class GeomedianGeneric(StatsPlugin):
             offset=self.offset,
             eps=self.eps,
             maxiters=self.maxiters,
+            start=start,
+            block_width=self.work_width if start == "geomad" else None,
         )
+
+    @property
+    def column_alignment(self) -> int:
+        """Spatial blocks start at multiples of this many tile columns: geomad's restarts (every ``work_width``
+        columns of the tile, as odc-stats' work chunks) then fall where odc-stats' do."""
+        return self.work_width if self.start == "geomad" else 1
 
     def outputs(self, result: GeomedianResult, xx: xr.Dataset) -> xr.Dataset:
         dims = ("y", "x")
