@@ -101,6 +101,9 @@ def compute_tile(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     items = task_items(run, cache, task)
+    if not items and run.config.get("dataset_filters"):
+        # odc-stats' dataset_filters leaving nothing: nothing to compute, the task fails as in odc-stats
+        raise ValueError(f"task {task}: no dataset passes dataset_filters {run.config['dataset_filters']!r}")
     if not items:
         # every dataset of the task excluded (exclude_datasets): the tile is written all nodata, with no sources,
         # so that the run stays complete and its mosaics cover the tile
