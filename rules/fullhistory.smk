@@ -17,5 +17,8 @@ if FULL_HISTORY is not None:
             runtime=resources_of("tile")["runtime"],
         params:
             task=lambda wildcards: str(task_of(wildcards)),
+            tile_url=lambda wildcards: storage_url_of(
+                FULL_HISTORY.tile_dir(task_of(wildcards))
+            ),
         script:
             "../scripts/full_history.py"
