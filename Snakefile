@@ -20,6 +20,11 @@ include: "rules/tasks.smk"
 include: "rules/tiles.smk"
 include: "rules/fullhistory.smk"
 include: "rules/mosaic.smk"
+include: "rules/report.smk"
+
+
+# `snakemake --report`: the run report's description (rules/report.smk makes its figures and tables)
+report: "report/workflow.rst"
 
 
 rule all:
