@@ -20,6 +20,7 @@ as :meth:`TileGrid.tiles_for_geometry` does (a vectorised path handles plain pol
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -33,6 +34,7 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
@@ -796,6 +798,9 @@ def _worker_pool(source: NdjsonItems, grid: TileGrid, codec: DocCodec) -> Proces
 
 def _init_worker(grid: dict, encoding: str, dictionary: bytes | None) -> None:
     global _worker_tiler, _worker_codec
+    # Parsed JSON holds no reference cycles, and the collector's passes over every dict and list of a chunk's
+    # items cost more than parsing them (orjson: 40 µs per 3 KB item with it, 14 µs without)
+    gc.disable()
     _worker_tiler = _FootprintTiler(TileGrid.from_dict(grid))
     _worker_codec = DocCodec(encoding, dictionary)
 
@@ -924,6 +929,33 @@ def build_cache(
     started = time.perf_counter()
     path = Path(path)
     options = _Options.from_settings(settings)
+    with _collector_paused():
+        return _build_cache(items, grid, binning, path, source, settings, options, started)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Cyclic garbage collection off while a build streams millions of acyclic records (dicts, tuples, lists),
+    which the collector would otherwise scan over and over; reference counting still frees them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_cache(
+    items: Iterable[dict],
+    grid: TileGrid,
+    binning: PeriodBinning,
+    path: Path,
+    source: dict,
+    settings: dict,
+    options: _Options,
+    started: float,
+) -> CacheSummary:
     # Fail before streaming (perhaps for minutes) if the descriptions cannot be stored.
     described = {
         "grid": grid.to_dict(),
