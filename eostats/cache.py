@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import shapely
 import zstandard
 from odc.geo.crs import CRS
@@ -1432,14 +1433,15 @@ class DatasetCache:
             (json.dumps(ids),),
         ).fetchall()
         decompress = self._codec.decompress
-        return [json.loads(decompress(doc)) for (doc,) in rows]
+        with _collector_paused():
+            return [orjson.loads(decompress(doc)) for (doc,) in rows]
 
     def dataset(self, dataset_id: str) -> dict:
         """One dataset's STAC item document; KeyError when it is not stored."""
         row = self._db.execute("SELECT doc FROM datasets WHERE id = ?", (dataset_id,)).fetchone()
         if row is None:
             raise KeyError(f"dataset {dataset_id!r} is not in the dataset cache {self.path}")
-        return json.loads(self._codec.decompress(row[0]))
+        return orjson.loads(self._codec.decompress(row[0]))
 
     def dataset_hashes(self, exclude: Iterable[str] = ()) -> dict[TaskId, str]:
         """Every task's dataset fingerprint (sha1 of its sorted dataset ids), in one query.
