@@ -184,7 +184,9 @@ def _task_positions(csv_path, mtime):
 def tile_group_of_run():
     """`tile_group` where `group-components` asks for tile groups, else None: plain tile jobs (Slurm job arrays need
     them) and no function for Snakemake to call per job while planning."""
-    return tile_group if TILE_GROUP in workflow.group_settings.group_components else None
+    return (
+        tile_group if TILE_GROUP in workflow.group_settings.group_components else None
+    )
 
 
 def tile_url_param():
