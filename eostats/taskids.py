@@ -32,7 +32,9 @@ _INDEX_RE = re.compile(r"^(?P<axis>[xy]?)(?P<value>[+-]?\d+)$", re.IGNORECASE)
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(
+    frozen=True, order=True, slots=True
+)  # slots: a 50 000-task plan holds hundreds of thousands
 class TaskId:
     """One task: a period label and a tile index, ordered by ``(period, x, y)``.
 
