@@ -181,14 +181,6 @@ def _task_positions(csv_path, mtime):
     return {task: n for n, task in enumerate(RUN.read_task_csv(csv_path))}
 
 
-def tile_group_of_run():
-    """`tile_group` where `group-components` asks for tile groups, else None: plain tile jobs (Slurm job arrays need
-    them) and no function for Snakemake to call per job while planning."""
-    return (
-        tile_group if TILE_GROUP in workflow.group_settings.group_components else None
-    )
-
-
 def tile_url_param():
     """The tile directory's object URL under default storage (a function of the job), else "" (nothing to upload
     and no per-job function call while planning)."""
@@ -278,7 +270,12 @@ def final_targets(wildcards):
 
 
 def write_failures_summary():
-    """Rewrite the run's failures file from the failed tiles' records (eostats.failures); say where it is."""
+    """Rewrite the run's failures file from the failed tiles' records (eostats.failures); say where it is.
+
+    Not under default storage (S3): the records stay in each job's pod (docs/operations.md), and nothing of the run
+    is written to the local working directory."""
+    if STORAGE_PREFIX:
+        return
     path, n_failed = write_failures_file(RUN)
     if n_failed:
         print(

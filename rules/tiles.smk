@@ -14,7 +14,7 @@ rule tile:
     log:
         f"{LOGS}/tile/{{period}}/x{{x}}_y{{y}}.log",
     group:
-        tile_group_of_run()
+        tile_group
     threads: resources_of("tile")["threads"]
     resources:
         **gpu_resources_of("tile"),
