@@ -898,6 +898,20 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
     return _ParsedChunk(len(lines), entries, _worker_tiler.tile_arrays(geometries))
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Cyclic garbage collection off while a build streams millions of acyclic records (dicts, tuples, lists),
+    which the collector would otherwise scan over and over; reference counting still frees them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_collector_paused()
 def build_cache(
     items: Iterable[dict],
     grid: TileGrid,
@@ -931,33 +945,6 @@ def build_cache(
     started = time.perf_counter()
     path = Path(path)
     options = _Options.from_settings(settings)
-    with _collector_paused():
-        return _build_cache(items, grid, binning, path, source, settings, options, started)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Cyclic garbage collection off while a build streams millions of acyclic records (dicts, tuples, lists),
-    which the collector would otherwise scan over and over; reference counting still frees them."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _build_cache(
-    items: Iterable[dict],
-    grid: TileGrid,
-    binning: PeriodBinning,
-    path: Path,
-    source: dict,
-    settings: dict,
-    options: _Options,
-    started: float,
-) -> CacheSummary:
     # Fail before streaming (perhaps for minutes) if the descriptions cannot be stored.
     described = {
         "grid": grid.to_dict(),

@@ -13,6 +13,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -92,18 +93,29 @@ def peak_rss_mb() -> float:
 
 
 def compute_tile(
-    run: Run, cache: DatasetCache, task: TaskId, threads: int
+    run: Run,
+    cache: DatasetCache,
+    task: TaskId,
+    threads: int,
+    items: list[Mapping[str, Any]] | None = None,
 ) -> tuple[xr.Dataset, dict[str, Any]]:
-    """The plugin's measurements on the tile of ``task`` as an in-memory Dataset (dims y, x)."""
+    """The plugin's measurements on the tile of ``task`` as an in-memory Dataset (dims y, x).
+
+    ``items``: the task's :func:`~eostats.odc_index.task_items`, when the caller has them already.
+    """
     plugin = run.plugin
     geobox = run.grid.tile_geobox(task.x, task.y)
     chunk = int(run.config["chunk_size"])
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    items = task_items(run, cache, task)
-    if not items and run.config.get("dataset_filters"):
-        # odc-stats' dataset_filters leaving nothing: nothing to compute, the task fails as in odc-stats
-        raise ValueError(f"task {task}: no dataset passes dataset_filters {run.config['dataset_filters']!r}")
+    if items is None:
+        items = task_items(run, cache, task)
+    if not items and set(cache.dataset_ids(task)) - run.excluded_datasets:
+        # datasets left after the exclusions, all dropped by odc-stats' dataset_filters: nothing to compute, the task
+        # fails as in odc-stats
+        raise ValueError(
+            f"task {task}: no dataset passes dataset_filters {run.config.get('dataset_filters')!r}"
+        )
     if not items:
         # every dataset of the task excluded (exclude_datasets): the tile is written all nodata, with no sources,
         # so that the run stays complete and its mosaics cover the tile
@@ -257,9 +269,9 @@ def run_tile(run: Run, cache_path: str | Path, task: TaskId, threads: int = 1) -
     cache = DatasetCache.open(cache_path)
     if not cache.has_task(task):
         raise KeyError(f"task {task} is not in the cache {cache_path}")
-    data, info = compute_tile(run, cache, task, threads)
-    t1 = time.perf_counter()
     items = task_items(run, cache, task)
+    data, info = compute_tile(run, cache, task, threads, items)
+    t1 = time.perf_counter()
     source_ids = source_dataset_ids(items)
     files = write_tile(run, task, data, source_ids, items)
     timings = dict(info["timings"], write=time.perf_counter() - t1, total=time.perf_counter() - t0)
