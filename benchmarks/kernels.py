@@ -222,8 +222,13 @@ def _stack_file(workdir: Path, size: int, n_time: int) -> tuple[Path, dict]:
     return path, info
 
 
-def _agreement_rows(label: str, a: dict, b: dict) -> list[Row]:
-    """Our outputs ``a`` against odc-algo's ``b`` (npz contents), with the tolerances of issue 5."""
+def _agreement_rows(label: str, a: dict, b: dict, judged: bool = True) -> list[Row]:
+    """Our outputs ``a`` against odc-algo's ``b`` (npz contents), with the tolerances of issue 5 (reported without
+    a verdict when not ``judged``: an opt-in mode that departs from odc-stats on purpose)."""
+
+    def verdict(ok: bool) -> bool | None:
+        return ok if judged else None
+
     observed = a["count"] > 0
     count_same = bool(np.array_equal(a["count"], b["count"]))
     diff = np.abs(a["dn"].astype(np.int32) - b["dn"].astype(np.int32)).max(axis=0)[observed]
@@ -235,7 +240,7 @@ def _agreement_rows(label: str, a: dict, b: dict) -> list[Row]:
             count_same,
             True,
             "identical",
-            count_same,
+            verdict(count_same),
             f"{observed.mean():.1%} observed",
         ),
         Row(
@@ -243,7 +248,7 @@ def _agreement_rows(label: str, a: dict, b: dict) -> list[Row]:
             within1,
             None,
             "≥ 99.99 %",
-            within1 >= 0.9999,
+            verdict(within1 >= 0.9999),
             f"share of observed pixels, all 6 bands; identical on {100 * identical:.3f} %",
             unit="frac",
         ),
@@ -252,13 +257,15 @@ def _agreement_rows(label: str, a: dict, b: dict) -> list[Row]:
             int(diff.max()),
             None,
             "≤ 5 DN",
-            int(diff.max()) <= 5,
+            verdict(int(diff.max()) <= 5),
             "",
             unit="DN",
         ),
     ]
     emad = float(np.abs(a["emad"] - b["emad"])[observed].max())
-    rows.append(Row(f"{label}: EMAD max |diff|", emad, None, "≤ 3 DN", emad <= 3, "", unit="DN"))
+    rows.append(
+        Row(f"{label}: EMAD max |diff|", emad, None, "≤ 3 DN", verdict(emad <= 3), "", unit="DN")
+    )
     for name in ("smad", "bcmad"):
         x, y = a[name][observed].astype(np.float64), b[name][observed].astype(np.float64)
         rel = np.abs(x - y) / np.maximum(np.abs(y), 1e-12)
@@ -269,7 +276,7 @@ def _agreement_rows(label: str, a: dict, b: dict) -> list[Row]:
                 float(close.mean()),
                 None,
                 "all pixels (atol 1e-6)",
-                bool(close.all()),
+                verdict(bool(close.all())),
                 f"p99.99 relative {np.quantile(rel, 0.9999):.1e}, max abs {np.abs(x - y).max():.1e}",
                 unit="frac",
             )
@@ -280,16 +287,19 @@ def _agreement_rows(label: str, a: dict, b: dict) -> list[Row]:
 def geomedian_figures(workdir: Path, size: int, n_time: int, threads: int) -> list[Row]:
     """GM + MADs + count: CPU time, memory and agreement against odc-algo as odc-stats configures it.
 
-    Two of our modes: the default (every pixel from its own mean, float64) and ``start="geomad"`` (geomad's own
-    iteration on odc-algo's work blocks, bit for bit).
+    Two of our modes: the default ``start="geomad"`` (geomad's own iteration on odc-algo's work blocks, bit for
+    bit: judged on every target) and the opt-in ``start="mean"`` (every pixel from its own mean, float64,
+    independent of blocks: its speed is judged, its agreement reported, as it departs from odc-stats on purpose).
     """
     from benchmarks.reference import odc_work_chunk
 
     stack, _ = _stack_file(workdir, size, n_time)
     work = odc_work_chunk(size)
     outs = {k: workdir / f"gm_{k}_{size}.npz" for k in ("ours", "geomad", "odc")}
-    ours = run_child("kernels:gm_ours", threads=threads, stack=str(stack), out=str(outs["ours"]))
-    emulated = run_child(
+    mean = run_child(
+        "kernels:gm_ours", threads=threads, stack=str(stack), out=str(outs["ours"]), start="mean"
+    )
+    ours = run_child(
         "kernels:gm_ours",
         threads=threads,
         stack=str(stack),
@@ -308,7 +318,7 @@ def geomedian_figures(workdir: Path, size: int, n_time: int, threads: int) -> li
     shape = f"{size}² x 6 bands x {n_time} obs, {threads} threads each"
     rows = [
         Row(
-            "geomedian+MADs+count CPU-s (default)",
+            "geomedian+MADs+count CPU-s (default, start=geomad)",
             ours["cpu_s"],
             odc["cpu_s"],
             "≤ 0.333",
@@ -317,12 +327,12 @@ def geomedian_figures(workdir: Path, size: int, n_time: int, threads: int) -> li
             unit="s",
         ),
         Row(
-            "geomedian+MADs+count CPU-s (start=geomad)",
-            emulated["cpu_s"],
+            "geomedian+MADs+count CPU-s (start=mean)",
+            mean["cpu_s"],
             odc["cpu_s"],
             "≤ 0.333",
-            emulated["cpu_s"] / odc["cpu_s"] <= 1 / 3,
-            f"wall {emulated['wall_s']:.2f} s",
+            mean["cpu_s"] / odc["cpu_s"] <= 1 / 3,
+            f"wall {mean['wall_s']:.2f} s",
             unit="s",
         ),
     ]
@@ -341,8 +351,8 @@ def geomedian_figures(workdir: Path, size: int, n_time: int, threads: int) -> li
             unit="MiB",
         )
     )
-    rows += _agreement_rows("default", a, b)
-    rows += _agreement_rows("start=geomad", g, b)
+    rows += _agreement_rows("default (start=geomad)", g, b)
+    rows += _agreement_rows("start=mean", a, b, judged=False)
     # the int conversion: odc-algo's float geomedian of one work block, converted by median_to_dn, gives its DN
     from eostats.kernels.geomedian import median_to_dn
 

@@ -54,8 +54,10 @@ def test_geomad_start_with_odc_stats_work_width_does_not_depend_on_chunking() ->
     np.testing.assert_array_equal(whole["smad"].values, ref.smad)
 
 
-def test_mean_start_is_the_default_and_bad_values_are_named() -> None:
+def test_geomad_start_is_the_default_and_bad_values_are_named() -> None:
     plugin = resolve_plugin("gm-generic", {"bands": BANDS})
-    assert (plugin.start, plugin.column_alignment) == ("mean", 1)
+    assert (plugin.start, plugin.work_width, plugin.column_alignment) == ("geomad", 400, 400)
+    mean = resolve_plugin("gm-generic", {"bands": BANDS, "start": "mean"})
+    assert (mean.start, mean.column_alignment) == ("mean", 1)
     with pytest.raises(PluginConfigError, match="plugin_config.start must be 'geomad' or 'mean'"):
         resolve_plugin("gm-generic", {"bands": BANDS, "start": "zero"})

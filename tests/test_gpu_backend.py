@@ -257,7 +257,8 @@ CHILD = textwrap.dedent(
     calls = []
     real = gpu_kernels.geomedian_mads_gpu
     gpu_kernels.geomedian_mads_gpu = lambda *a, **k: calls.append(1) or real(*a, **k)
-    plugin = resolve_plugin("gm-generic", {"bands": ["a", "b", "c"]})
+    # the GPU runs the per-pixel mean start whatever the config (geomad's warm start is sequential along a row)
+    plugin = resolve_plugin("gm-generic", {"bands": ["a", "b", "c"], "start": "mean"})
     cube = inputs["gm_int16"]
     block = xr.Dataset(
         {b: xr.DataArray(cube[i], dims=("time", "y", "x"), attrs={"nodata": -999}) for i, b in enumerate("abc")}
