@@ -37,7 +37,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import chain, islice
+from itertools import chain, compress, islice
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +372,8 @@ class _FootprintTiler:
             empty = np.empty(0, dtype=np.int64)
             return empty, empty, empty, errors
         owner, xs, ys = (np.concatenate(c) for c in zip(*parts, strict=True))
-        order = np.lexsort((ys, xs, owner))
+        # each part lists a geometry's tiles in (x, y) order, and a geometry is in one part only
+        order = np.argsort(owner, kind="stable")
         return owner[order], xs[order], ys[order], errors
 
     def tiles(self, geometries: Sequence[Mapping[str, Any]]) -> list[list[tuple[int, int]]]:
@@ -390,14 +391,23 @@ class _FootprintTiler:
         n = len(rings)
         none = np.empty(0, dtype=np.int64)
         everything = (none, none, none, np.arange(n))
-        lengths = np.fromiter((len(r) for r in rings), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, rings), dtype=np.int64, count=n)
+        positions = list(chain.from_iterable(rings))
         try:
-            xy = np.array([p for r in rings for p in r], dtype=np.float64)
-        except ValueError:  # ragged: some positions carry a height
+            if set(map(len, positions)) != {2}:
+                raise ValueError("not (x, y) pairs")
+            flat = np.fromiter(chain.from_iterable(positions), np.float64, 2 * len(positions))
+            xy = flat.reshape(-1, 2)
+        except (ValueError, TypeError):  # ragged (some positions carry a height) or not numbers
+            xy = None
+        if xy is None:
             try:
-                xy = np.array([p[:2] for r in rings for p in r], dtype=np.float64)
-            except (ValueError, TypeError):
-                return everything
+                xy = np.array(positions, dtype=np.float64)
+            except ValueError:
+                try:
+                    xy = np.array([p[:2] for p in positions], dtype=np.float64)
+                except (ValueError, TypeError):
+                    return everything
         if xy.ndim != 2 or xy.shape[1] < 2:
             return everything
         x, y = xy[:, 0], xy[:, 1]
@@ -406,36 +416,61 @@ class _FootprintTiler:
             x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         finite = np.logical_and.reduceat(np.isfinite(x) & np.isfinite(y), starts)
-        ring_index = np.repeat(np.arange(n), lengths)
-        polys = shapely.polygons(shapely.linearrings(np.column_stack([x, y]), indices=ring_index))
-        usable = finite & shapely.is_valid(polys) & (shapely.area(polys) > 0)
 
         (ox, oy), (tx, ty) = self.origin, self.size
-        bounds = shapely.bounds(polys)
         with np.errstate(invalid="ignore"):
-            ix0 = np.floor((bounds[:, 0] - ox) / tx)
-            iy0 = np.floor((bounds[:, 1] - oy) / ty)
-            ix1 = np.floor((bounds[:, 2] - ox) / tx)
-            iy1 = np.floor((bounds[:, 3] - oy) / ty)
+            # the polygon's bounds (what shapely.bounds gives for a ring's polygon)
+            ix0 = np.floor((np.minimum.reduceat(x, starts) - ox) / tx)
+            iy0 = np.floor((np.minimum.reduceat(y, starts) - oy) / ty)
+            ix1 = np.floor((np.maximum.reduceat(x, starts) - ox) / tx)
+            iy1 = np.floor((np.maximum.reduceat(y, starts) - oy) / ty)
             nx, ny = ix1 - ix0 + 1, iy1 - iy0 + 1
-        usable &= np.isfinite(nx * ny) & (nx * ny <= _MAX_CANDIDATE_TILES)
+            fits = finite & np.isfinite(nx * ny) & (nx * ny <= _MAX_CANDIDATE_TILES)
+        convex = _ConvexRings(x, y, starts, lengths)
+        usable = fits & convex.convex
+
+        # the other rings: shapely polygons, checked for validity as the grid checks them
+        other = np.flatnonzero(~convex.convex)
+        polys = np.empty(0, dtype=object)
+        if other.size:
+            vertices = np.repeat(~convex.convex, lengths)
+            index = np.repeat(np.arange(other.size), lengths[other])
+            polys = shapely.polygons(
+                shapely.linearrings(np.column_stack([x[vertices], y[vertices]]), indices=index)
+            )
+            usable[other] = fits[other] & shapely.is_valid(polys) & (shapely.area(polys) > 0)
 
         # one tile: a bounding box inside a half-open tile, as the grid's shortcut
-        single = np.flatnonzero(usable & (nx == 1) & (ny == 1))
-        multi = np.flatnonzero(usable & ~((nx == 1) & (ny == 1)))
-        owner, xs, ys = self._interior_hits(
-            polys[multi], ix0[multi], iy0[multi], nx[multi], ny[multi]
+        one = (nx == 1) & (ny == 1)
+        single = np.flatnonzero(usable & one)
+        multi = usable & ~one
+        ix0[~usable], iy0[~usable], nx[~usable], ny[~usable] = 0, 0, 1, 1
+        ix0, iy0, nx, ny = (
+            ix0.astype(np.int64),
+            iy0.astype(np.int64),
+            nx.astype(np.int64),
+            ny.astype(np.int64),
         )
-        owner = multi[owner]
+        hits = [(single, ix0[single], iy0[single])]
+        multi_convex = np.flatnonzero(multi & convex.convex)
+        if multi_convex.size:
+            hits.append(convex.hits(multi_convex, ix0, iy0, nx, ny, self.origin, self.size))
+        multi_other = np.flatnonzero(multi[other])  # positions in polys
+        if multi_other.size:
+            rings_other = other[multi_other]
+            owner, xs, ys = self._interior_hits(
+                polys[multi_other],
+                ix0[rings_other],
+                iy0[rings_other],
+                nx[rings_other],
+                ny[rings_other],
+            )
+            hits.append((rings_other[owner], xs, ys))
+        owner, xs, ys = (np.concatenate(c) for c in zip(*hits, strict=True))
         # a polygon whose interior meets no tile gets the grid's representative-point rule
-        no_hit = np.setdiff1d(multi, owner)
+        no_hit = np.setdiff1d(np.flatnonzero(multi), owner)
         fallback = np.concatenate([np.flatnonzero(~usable), no_hit])
-        return (
-            np.concatenate([single, owner]),
-            np.concatenate([ix0[single].astype(np.int64), xs]),
-            np.concatenate([iy0[single].astype(np.int64), ys]),
-            fallback,
-        )
+        return owner, xs, ys, fallback
 
     def _interior_hits(
         self, polys: np.ndarray, ix0: np.ndarray, iy0: np.ndarray, nx: np.ndarray, ny: np.ndarray
@@ -506,6 +541,127 @@ class _FootprintTiler:
         return owner[sure], ixs[sure], iys[sure]
 
 
+_TURN = 1e-9  # sine of the smallest turn of a convex ring's vertex (flatter ones: the shapely path)
+_ROUNDING = 1e-10  # relative margin of the separating-axis tests (double rounding is ~1e-16)
+
+
+class _ConvexRings:
+    """Which closed rings are strictly convex, and their tiles by separating-axis tests.
+
+    A ring is convex here when it is closed (last point == first), every vertex turns the same way by more than
+    ``_TURN`` (so no repeated or collinear points) and the turns add up to one full turn: such a ring is a valid
+    polygon with an area, so it needs no shapely validity check. A convex polygon and a tile box have
+    intersecting interiors exactly when no axis among x, y and the polygon's edge normals separates their
+    projections (touching counts as separated). Tests on x and y are exact comparisons; those on an edge normal
+    decide only outside a margin of ``_ROUNDING`` times the coordinates' magnitude, and the few candidates
+    inside it take shapely's exact predicates, as every candidate of a non-convex ring does.
+    """
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+    ) -> None:
+        n = starts.size
+        ends = starts + lengths - 1
+        self.x, self.y = x, y
+        # distinct vertices (each ring without its closing point), and edge j from vertex j to the next point
+        keep = np.ones(x.size, dtype=bool)
+        keep[ends] = False
+        self.pos = np.flatnonzero(keep)
+        self.m = lengths - 1
+        self.first = starts - np.arange(n)  # ring's first edge
+        ex, ey = x[self.pos + 1] - x[self.pos], y[self.pos + 1] - y[self.pos]
+        following = np.arange(self.pos.size) + 1
+        following[self.first + self.m - 1] = self.first
+        fx, fy = ex[following], ey[following]
+        with np.errstate(invalid="ignore"):
+            cross = ex * fy - ey * fx
+            margin = _TURN * np.hypot(ex, ey) * np.hypot(fx, fy)
+            left = np.logical_and.reduceat(cross > margin, self.first)
+            right = np.logical_and.reduceat(cross < -margin, self.first)
+            turns = np.add.reduceat(np.arctan2(cross, ex * fx + ey * fy), self.first)
+            closed = (x[starts] == x[ends]) & (y[starts] == y[ends])
+            self.convex = closed & (left | right) & (np.abs(np.abs(turns) - 2 * np.pi) < 1e-6)
+        # outward edge normals (left-turning rings run anticlockwise) and the polygon's extent along them
+        side = np.where(np.repeat(left, self.m), 1.0, -1.0)
+        self.normal_x, self.normal_y = side * ey, -side * ex
+        self.extent = np.maximum(
+            self.normal_x * x[self.pos] + self.normal_y * y[self.pos],
+            self.normal_x * x[self.pos + 1] + self.normal_y * y[self.pos + 1],
+        )
+        with np.errstate(invalid="ignore"):
+            self.low_x, self.high_x = np.minimum.reduceat(x, starts), np.maximum.reduceat(x, starts)
+            self.low_y, self.high_y = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
+
+    def hits(
+        self,
+        rings: np.ndarray,
+        ix0: np.ndarray,
+        iy0: np.ndarray,
+        nx: np.ndarray,
+        ny: np.ndarray,
+        origin: tuple[float, float],
+        size: tuple[float, float],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ring, tile x, tile y) of the tiles whose interior meets convex ``rings``', in (ring, x, y) order."""
+        (ox, oy), (tx, ty) = origin, size
+        # every candidate tile, x-major inside each ring's bounding box
+        counts = nx[rings] * ny[rings]
+        owner = np.repeat(rings, counts)
+        local = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        ixs = ix0[owner] + local // ny[owner]
+        iys = iy0[owner] + local % ny[owner]
+        x0, x1 = ox + ixs * tx, ox + (ixs + 1) * tx  # the tile boxes' arithmetic of the exact test
+        y0, y1 = oy + iys * ty, oy + (iys + 1) * ty
+        apart = (np.minimum(self.high_x[owner], x1) <= np.maximum(self.low_x[owner], x0)) | (
+            np.minimum(self.high_y[owner], y1) <= np.maximum(self.low_y[owner], y0)
+        )
+        # every (candidate, edge of its ring) pair: the box's lowest projection against the polygon's highest
+        m = self.m[owner]
+        pair = np.repeat(np.arange(owner.size), m)
+        pair_start = np.cumsum(m) - m
+        edge = np.repeat(self.first[owner], m) + (np.arange(pair.size) - np.repeat(pair_start, m))
+        ux, uy = self.normal_x[edge], self.normal_y[edge]
+        low = np.where(ux >= 0, ux * x0[pair], ux * x1[pair]) + np.where(
+            uy >= 0, uy * y0[pair], uy * y1[pair]
+        )
+        gap = low - self.extent[edge]
+        scale = 1.0 + max(  # of every coordinate involved (all finite: the rings are usable)
+            float(np.abs(np.concatenate([self.low_x[rings], self.high_x[rings], x0, x1])).max()),
+            float(np.abs(np.concatenate([self.low_y[rings], self.high_y[rings], y0, y1])).max()),
+        )
+        margin = _ROUNDING * scale * (np.abs(ux) + np.abs(uy))
+        separated = apart | np.logical_or.reduceat(gap > margin, pair_start)
+        overlapping = ~apart & np.logical_and.reduceat(gap < -margin, pair_start)
+        unsure = np.flatnonzero(~separated & ~overlapping)
+        if unsure.size:
+            shapes = _ring_polygons(self.x, self.y, self.pos, self.first, self.m, owner[unsure])
+            boxes = shapely.box(x0[unsure], y0[unsure], x1[unsure], y1[unsure])
+            hit = shapely.intersects(shapes, boxes)
+            hit[hit] = ~shapely.touches(shapes[hit], boxes[hit])
+            overlapping[unsure[hit]] = True
+        return owner[overlapping], ixs[overlapping], iys[overlapping]
+
+
+def _ring_polygons(
+    x: np.ndarray,
+    y: np.ndarray,
+    pos: np.ndarray,
+    first: np.ndarray,
+    m: np.ndarray,
+    rings: np.ndarray,
+) -> np.ndarray:
+    """Shapely polygons of ``rings`` (may repeat) from their distinct vertices (closed by shapely)."""
+    counts = m[rings]
+    vertex = pos[
+        np.repeat(first[rings], counts)
+        + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    ]
+    index = np.repeat(np.arange(rings.size), counts)
+    return shapely.polygons(
+        shapely.linearrings(np.column_stack([x[vertex], y[vertex]]), indices=index)
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Building
 
@@ -515,8 +671,9 @@ class _TaskBinner:
 
     Memory: per stored dataset its id and epoch seconds; per membership three 32-bit integers (period code,
     tile x, tile y). Every period boundary is a local midnight, so a dataset's periods depend only on its local
-    date: ``binning.labels`` runs once per distinct local date of the whole build (about 14 000 for 38 years)
-    and everything else is vectorised. Tasks are numbered, counted, sorted and hashed once in :meth:`tasks`.
+    date: ``binning.labels`` runs once per distinct local date of the whole build (about 14 000 for 38 years),
+    a tile's solar offset once per tile, and everything else is vectorised (look-up tables by day and by tile).
+    Tasks are numbered, counted, sorted and hashed once in :meth:`task_rows`.
     """
 
     def __init__(self, grid: TileGrid, binning: PeriodBinning, options: _Options) -> None:
@@ -534,6 +691,14 @@ class _TaskBinner:
         self.member_y: list[np.ndarray] = []
         self.member_dataset: list[np.ndarray] = []
         self.local_years: set[int] = set()
+        # look-up tables of what the dicts above hold: sorted tile keys and their offsets; per day since
+        # day0 the start and count of its codes in day_flat (count -1: not computed yet)
+        self.tile_keys = np.empty(0, dtype=np.int64)
+        self.tile_offsets = np.empty(0, dtype=np.int64)
+        self.day0 = 0
+        self.day_start = np.empty(0, dtype=np.int64)
+        self.day_count = np.empty(0, dtype=np.int64)
+        self.day_flat = np.empty(0, dtype=np.int64)
 
     def tile_offset(self, tile: tuple[int, int]) -> int:
         """Solar offset (whole hours) of the tile: from the longitude of its centre."""
@@ -558,54 +723,97 @@ class _TaskBinner:
             self.day_codes[day] = codes
         return codes
 
+    def offsets_of(self, tile_x: np.ndarray, tile_y: np.ndarray) -> np.ndarray:
+        """Solar offset (whole hours) of each tile ``(tile_x[i], tile_y[i])``."""
+        key = _tile_key(tile_x, tile_y)
+        pos = np.searchsorted(self.tile_keys, key)
+        if self.tile_keys.size:
+            known = self.tile_keys[np.minimum(pos, self.tile_keys.size - 1)] == key
+        else:
+            known = np.zeros(key.shape, dtype=bool)
+        if not known.all():
+            for k in np.unique(key[~known]).tolist():
+                self.tile_offset((k >> 32, (k & 0xFFFFFFFF) - 2**31))
+            tiles = list(self.offsets)
+            keys = _tile_key(
+                np.array([t[0] for t in tiles], dtype=np.int64),
+                np.array([t[1] for t in tiles], dtype=np.int64),
+            )
+            order = np.argsort(keys)
+            self.tile_keys = keys[order]
+            self.tile_offsets = np.array(list(self.offsets.values()), dtype=np.int64)[order]
+            pos = np.searchsorted(self.tile_keys, key)
+        return self.tile_offsets[pos]
+
+    def codes_of_days(self, local_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, count) in ``day_flat`` of the period codes of each local day."""
+        index = local_day - self.day0
+        size = self.day_count.size
+        known = (index >= 0) & (index < size)
+        known[known] = self.day_count[index[known]] >= 0
+        if not known.all():
+            for day in np.unique(local_day[~known]).tolist():
+                self.codes_of_day(day)
+            days = sorted(self.day_codes)
+            self.day0 = days[0]
+            self.day_count = np.full(days[-1] - days[0] + 1, -1, dtype=np.int64)
+            self.day_start = np.zeros(self.day_count.size, dtype=np.int64)
+            at = np.asarray(days, dtype=np.int64) - self.day0
+            lengths = np.fromiter((len(self.day_codes[d]) for d in days), np.int64, len(days))
+            self.day_count[at] = lengths
+            self.day_start[at] = np.cumsum(lengths) - lengths
+            self.day_flat = np.fromiter(
+                chain.from_iterable(self.day_codes[d] for d in days), np.int64, int(lengths.sum())
+            )
+            index = local_day - self.day0
+        return self.day_start[index], self.day_count[index]
+
     def add_batch(
         self,
         ids: list[str],
-        times: list[datetime],
+        epochs: np.ndarray,
         owner: np.ndarray,
         tile_x: np.ndarray,
         tile_y: np.ndarray,
     ) -> np.ndarray:
-        """Bin a batch of datasets and their (dataset number, tile) pairs.
+        """Bin a batch of datasets (ids, UTC times in seconds since 1970) and their (dataset number, tile) pairs.
 
         Returns a boolean per dataset: True when it landed in at least one task (store it).
         """
         stored = np.zeros(len(ids), dtype=bool)
         if owner.size == 0:
             return stored
-        tiles, tile_of = _unique_rows(tile_x, tile_y)
-        tile_offsets = [self.tile_offset(tile) for tile in tiles]
-        offset_s = np.asarray(tile_offsets, dtype=np.int64)[tile_of] * 3600
-        epoch = np.fromiter(((t - _EPOCH).total_seconds() for t in times), float, len(times))
-        local_day = np.floor((epoch[owner] + offset_s) / _SECONDS_PER_DAY).astype(np.int64)
-
-        days, day_of = np.unique(local_day, return_inverse=True)
-        per_day = [self.codes_of_day(day) for day in days.tolist()]
-        counts = np.fromiter(map(len, per_day), np.int64, len(per_day))
-        repeat = counts[day_of.ravel()]
+        offset_s = self.offsets_of(tile_x, tile_y) * 3600
+        local_day = np.floor((epochs[owner] + offset_s) / _SECONDS_PER_DAY).astype(np.int64)
+        start, repeat = self.codes_of_days(local_day)
         total = int(repeat.sum())
         if total == 0:
             return stored
-        flat = np.fromiter(chain.from_iterable(per_day), np.int64, int(counts.sum()))
-        first = (np.cumsum(counts) - counts)[day_of.ravel()]
         within = np.arange(total) - np.repeat(np.cumsum(repeat) - repeat, repeat)
         m_owner = np.repeat(owner, repeat)
 
         stored[m_owner] = True
         dataset_number = np.cumsum(stored) - 1 + len(self.ids)
-        self.member_code.append(flat[np.repeat(first, repeat) + within].astype(np.int32))
+        self.member_code.append(self.day_flat[np.repeat(start, repeat) + within].astype(np.int32))
         self.member_x.append(np.repeat(tile_x, repeat).astype(np.int32))
         self.member_y.append(np.repeat(tile_y, repeat).astype(np.int32))
         self.member_dataset.append(dataset_number[m_owner].astype(np.int32))
-        kept = np.flatnonzero(stored)
-        self.ids += [ids[i] for i in kept.tolist()]
-        self.epochs.append(epoch[kept])
+        if stored.all():
+            self.ids += ids
+            self.epochs.append(np.asarray(epochs, dtype=np.float64))
+        else:
+            kept = np.flatnonzero(stored)
+            self.ids += [ids[i] for i in kept.tolist()]
+            self.epochs.append(epochs[kept])
         return stored
 
-    def tasks(self) -> Iterator[tuple[TaskRecord, list[str]]]:
-        """Every task in (period, x, y) order with its sorted dataset ids."""
+    def task_rows(self, threads: int = 2) -> list[tuple]:
+        """Every task's ``tasks`` row, in (period, x, y) order: the dataset ids sorted, hashed and compressed.
+
+        The ids are joined by slices of tasks; ``threads`` threads hash and compress them (both release the GIL).
+        """
         if not self.member_code:
-            return
+            return []
         label_of = list(self.labels)
         if ALL_PLACEHOLDER in self.labels:
             final = finalize_all_label(self.local_years)
@@ -616,41 +824,99 @@ class _TaskBinner:
             np.concatenate(self.member_y),
         )
         keys = [(label_of[code], x, y) for code, x, y in task_keys]
-        # rank of each task in (period, x, y) order and of each dataset in id order; UTF-8
-        # byte order is code-point order, i.e. Python's str order
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        task_rank = np.empty(len(keys), dtype=np.int64)
-        task_rank[order] = np.arange(len(keys))
-        id_bytes = np.array([i.encode("utf-8") for i in self.ids], dtype=bytes)
-        id_rank = np.empty(len(self.ids), dtype=np.int64)
-        id_rank[np.argsort(id_bytes, kind="stable")] = np.arange(len(self.ids))
+        n_tasks, n_ids = len(keys), len(self.ids)
+        # rank of each task in (period, x, y) order and of each dataset in id order; UTF-8 byte order is
+        # code-point order, i.e. Python's str order
+        order = sorted(range(n_tasks), key=keys.__getitem__)
+        task_rank = np.empty(n_tasks, dtype=np.int64)
+        task_rank[order] = np.arange(n_tasks)
+        id_order = np.array(sorted(range(n_ids), key=self.ids.__getitem__), dtype=np.int64)
+        id_rank = np.empty(n_ids, dtype=np.int64)
+        id_rank[id_order] = np.arange(n_ids)
 
-        m_task = task_rank[m_key]
-        m_data = np.concatenate(self.member_dataset)
-        sort = np.lexsort((id_rank[m_data], m_task))
-        m_task, m_data = m_task[sort], m_data[sort]
+        # memberships sorted by (task rank, id rank) in one int64 sort
+        packed = task_rank[m_key] * n_ids + id_rank[np.concatenate(self.member_dataset)]
+        packed.sort()
+        m_task, m_rank = np.divmod(packed, n_ids)
+        del packed
+        m_data = id_order[m_rank]
 
         offsets = np.array([self.offsets[(x, y)] for _, x, y in keys], dtype=np.int64)[order]
         t = np.concatenate(self.epochs)[m_data]
-        days_utc = _distinct_per_group(m_task, np.floor(t / _SECONDS_PER_DAY), len(keys))
+        days_utc = _distinct_per_group(m_task, np.floor(t / _SECONDS_PER_DAY), n_tasks)
         solar = np.floor((t + offsets[m_task] * 3600.0) / _SECONDS_PER_DAY)
-        days_solar = _distinct_per_group(m_task, solar, len(keys))
-        bounds = np.searchsorted(m_task, np.arange(len(keys) + 1)).tolist()
-
-        ids = self.ids
-        member_ids = [ids[d] for d in m_data.tolist()]
-        for rank, number in enumerate(order):
-            period, x, y = keys[number]
-            task_ids = member_ids[bounds[rank] : bounds[rank + 1]]
-            record = TaskRecord(
-                task_id=TaskId(period, x, y),
-                n_datasets=len(task_ids),
-                n_days_utc=int(days_utc[rank]),
-                n_days_solar=int(days_solar[rank]),
-                utc_offset=int(offsets[rank]),
-                dataset_hash=_sha1_lines(task_ids),
+        days_solar = _distinct_per_group(m_task, solar, n_tasks)
+        bounds = np.searchsorted(m_task, np.arange(n_tasks + 1))
+        del t, solar, m_task, m_rank
+        id_bytes = [i.encode("utf-8") for i in self.ids]
+        lengths = np.fromiter(map(len, id_bytes), np.int64, n_ids)
+        digests, blobs = _hash_and_pack(id_bytes, lengths, m_data, bounds, threads)
+        return [
+            (keys[number][0], keys[number][1], keys[number][2], n, utc, sol, offset, digest, blob)
+            for number, n, utc, sol, offset, digest, blob in zip(
+                order,
+                np.diff(bounds).tolist(),
+                days_utc.tolist(),
+                days_solar.tolist(),
+                offsets.tolist(),
+                digests,
+                blobs,
+                strict=True,
             )
-            yield record, task_ids
+        ]
+
+
+def _tile_key(tile_x: np.ndarray, tile_y: np.ndarray) -> np.ndarray:
+    """One int64 per tile index (32 bits each); Python's ``(x << 32) + y + 2**31`` gives the same number."""
+    return (tile_x.astype(np.int64) << 32) + (tile_y.astype(np.int64) + 2**31)
+
+
+_TASKS_PER_SLICE = 1024
+
+
+def _hash_and_pack(
+    id_bytes: list[bytes], lengths: np.ndarray, m_data: np.ndarray, bounds: np.ndarray, threads: int
+) -> tuple[list[str], list[bytes]]:
+    """Each task's sha1 hex digest and zstd blob of its ``\n``-joined ids (``id_bytes[m_data[b0:b1]]``, with
+    ``(b0, b1)`` consecutive ``bounds``).
+
+    This thread joins the ids of a slice of tasks into one text; ``threads`` threads hash and compress the tasks'
+    parts of it (hashlib and zstd release the GIL), a few slices at a time.
+    """
+
+    def work(text: bytes, cuts: list[int]) -> tuple[list[str], list[bytes]]:
+        view = memoryview(text)
+        pack = zstandard.ZstdCompressor(level=1).compress
+        digests, blobs = [], []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            part = view[a : b - 1]  # without the newline after the task's last id
+            digests.append(hashlib.sha1(part).hexdigest())
+            blobs.append(pack(part))
+        return digests, blobs
+
+    n_tasks = len(bounds) - 1
+    digests: list[str] = []
+    blobs: list[bytes] = []
+    pending: deque[Future] = deque()
+
+    def collect() -> None:
+        d, b = pending.popleft().result()
+        digests.extend(d)
+        blobs.extend(b)
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="eostats-tasks") as pool:
+        for lo in range(0, n_tasks, _TASKS_PER_SLICE):
+            hi = min(n_tasks, lo + _TASKS_PER_SLICE)
+            first = int(bounds[lo])
+            members = m_data[first : bounds[hi]]
+            text = b"\n".join(map(id_bytes.__getitem__, members.tolist()))
+            ends = np.concatenate([[0], np.cumsum(lengths[members] + 1)])
+            pending.append(pool.submit(work, text, ends[bounds[lo : hi + 1] - first].tolist()))
+            if len(pending) > 2 * threads:
+                collect()
+        while pending:
+            collect()
+    return digests, blobs
 
 
 def _unique_rows(*columns: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray]:
@@ -750,16 +1016,24 @@ _worker_codec: DocCodec | None = None
 
 @dataclass
 class _ParsedChunk:
-    """What a worker made of one byte range of the NDJSON file, in line order.
+    """What a worker made of one byte range of the NDJSON file, in columns (one entry per item, in line order).
 
-    ``entries``: per item ``(id, reason, t_utc, iso_time, product, compressed_doc, tiled)`` where ``reason`` rejects the
-    item (then ``tiled`` is -1) and ``tiled`` numbers the items whose footprints were tiled; or a source error
-    ``(None, message, local_line)``. ``tiles``: :meth:`_FootprintTiler.tile_arrays` of the tiled items.
+    ``ids``: item ids (None for an id that is not a string); ``reasons``: item number -> why the item is rejected;
+    ``epochs``: UTC times, seconds since 1970 (NaN for rejected items); ``isos``: the same times as stored
+    (``YYYY-MM-DDTHH:MM:SS.ffffffZ``); ``products``; ``docs``: compressed documents. ``tiles``: ``(item number,
+    tile x, tile y)`` arrays of the items that are not rejected, and item number -> reason for unusable
+    footprints. ``error``: a source error ``(message, local line)`` that ended the chunk after these items.
     """
 
     n_lines: int
-    entries: list[tuple]
+    ids: list[str | None]
+    reasons: dict[int, str]
+    epochs: np.ndarray
+    isos: list[str | None]
+    products: list[Any]
+    docs: list[bytes | None]
     tiles: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, str]]
+    error: tuple[str, int] | None = None
 
 
 def _line_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
@@ -839,18 +1113,59 @@ def _read_as_is(item: Any) -> bool:
     return True
 
 
+_YEAR_ONE = np.datetime64("0001-01-01T00:00:00", "us")
+
+
+def _fixed_width(text: Any) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS.ffffff`` of a time written ``...SS.ffffffZ`` or ``...SSZ``, else None."""
+    if type(text) is str and text[-1:] == "Z":
+        if len(text) == 27:
+            return text[:26]
+        if len(text) == 20:
+            return text[:19] + ".000000"
+    return None
+
+
+def _vector_times(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch seconds, exact) of naive ISO times ``YYYY-MM-DDTHH:MM:SS.ffffff``, parsed by numpy at once.
+
+    ``exact`` is False where numpy's reading is not certainly ``datetime.fromisoformat``'s: unless the time
+    prints back to the same text (which rules out any out-of-range field) and its year is at least 1.
+    """
+    epochs = np.full(len(texts), np.nan)
+    exact = np.zeros(len(texts), dtype=bool)
+    if not texts:
+        return epochs, exact
+    try:
+        parsed = np.array(texts, dtype="datetime64[us]")
+    except ValueError:  # one bad time: every one takes the per-item path
+        return epochs, exact
+    exact = (np.datetime_as_string(parsed, unit="us") == np.array(texts)) & (parsed >= _YEAR_ONE)
+    # microseconds / 1e6: exact int -> float (|value| < 2**53), then one rounding, like timedelta.total_seconds()
+    epochs[exact] = parsed[exact].astype(np.int64) / 1e6
+    return epochs, exact
+
+
 def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
     """Worker: parse, check (as ``eostats.sources`` does), time, compress and tile the items of one byte range."""
     from eostats.sources import SourceError, _checked, _loads
 
+    assert _worker_tiler is not None and _worker_codec is not None
     base = str(Path(path).parent)
     with open(path, "rb") as fh:
         fh.seek(start)
         lines = fh.read(end - start).split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    entries: list[tuple] = []
-    geometries: list[Any] = []
+    compress = _worker_codec.compress
+    strict = _loads is orjson.loads
+    ids: list[str | None] = []
+    reasons: dict[int, str] = {}
+    items: list[dict] = []
+    products: list[Any] = []
+    docs: list[bytes | None] = []
+    shared: dict[str, str] = {}  # one object per distinct product name: pickled once per chunk
+    error: tuple[str, int] | None = None
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
@@ -858,44 +1173,75 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
         try:
             item = _loads(line)
         except ValueError as err:
-            entries.append((None, f"{_WHERE}: invalid JSON: {err}", number))
+            error = (f"{_WHERE}: invalid JSON: {err}", number)
             break
         as_is = _read_as_is(item)
         try:
             item = _checked(item, where=_WHERE, base=base, hrefs_absolute=as_is)
         except SourceError as err:
-            entries.append((None, str(err), number))
+            error = (str(err), number)
             break
+        k = len(ids)
         item_id = item["id"]
-        geometry = item.get("geometry")
-        if not isinstance(geometry, Mapping):
-            entries.append((item_id, "no geometry", None, None, None, None, -1))
+        product = item.get("collection")
+        if type(product) is str:
+            product = shared.setdefault(product, product)
+        items.append(item)
+        products.append(product)
+        if not isinstance(item_id, str):
+            ids.append(None)
+            reasons[k] = "no id"
+            docs.append(None)
             continue
-        try:
-            t_utc = _item_time_utc(item)
-        except _InvalidItem as err:
-            entries.append((item_id, str(err), None, None, None, None, -1))
+        ids.append(item_id)
+        if not isinstance(item.get("geometry"), Mapping):
+            reasons[k] = "no geometry"
+            docs.append(None)
             continue
-        unchanged = as_is and line.isascii() and b"NaN" not in line and b"Infinity" not in line
-        try:
-            doc = bytes(line) if unchanged else _json_bytes(item)
-        except ValueError as err:  # NaN or infinity: not JSON
-            entries.append((item_id, f"not storable as JSON: {err}", None, None, None, None, -1))
-            continue
-        entries.append(
-            (
-                item_id,
-                None,
-                t_utc,
-                _iso_utc(t_utc),
-                item.get("collection"),
-                _worker_codec.compress(doc),
-                len(geometries),
-            )
+        # orjson refuses NaN and infinities, json.loads reads them (and json.dumps would refuse them)
+        unchanged = (
+            as_is
+            and line.isascii()
+            and (strict or (b"NaN" not in line and b"Infinity" not in line))
         )
-        geometries.append(geometry)
-    assert _worker_tiler is not None and _worker_codec is not None
-    return _ParsedChunk(len(lines), entries, _worker_tiler.tile_arrays(geometries))
+        try:
+            docs.append(compress(bytes(line) if unchanged else _json_bytes(item)))
+        except (
+            ValueError
+        ) as err:  # NaN or infinity: not JSON (a time error, checked first, may replace this)
+            reasons[k] = f"not storable as JSON: {err}"
+            docs.append(None)
+
+    # times: the usual fixed-width UTC form by numpy for the whole chunk, anything else item by item
+    n = len(ids)
+    isos: list[str | None] = [None] * n
+    timed = [k for k in range(n) if reasons.get(k) not in ("no id", "no geometry")]
+    texts = [_fixed_width(items[k]["properties"]["datetime"]) for k in timed]
+    quick = [k for k, text in zip(timed, texts, strict=True) if text is not None]
+    epochs = np.full(n, np.nan)
+    vector_epochs, exact = _vector_times([text for text in texts if text is not None])
+    epochs[quick] = vector_epochs
+    for k, ok in zip(quick, exact.tolist(), strict=True):
+        if ok:
+            text = items[k]["properties"]["datetime"]
+            isos[k] = text if len(text) == 27 else text[:19] + ".000000Z"
+    for k in timed:
+        if isos[k] is None:
+            try:
+                t_utc = _item_time_utc(items[k])
+            except _InvalidItem as err:
+                reasons[k] = str(err)  # the time is checked before the document
+                epochs[k] = np.nan
+                continue
+            epochs[k] = (t_utc - _EPOCH).total_seconds()
+            isos[k] = _iso_utc(t_utc)
+    reasons = dict(sorted(reasons.items()))
+
+    tiled = [k for k in range(n) if k not in reasons]
+    owner, xs, ys, errors = _worker_tiler.tile_arrays([items[k]["geometry"] for k in tiled])
+    number = np.asarray(tiled, dtype=np.int64)
+    tiles = (number[owner], xs, ys, {tiled[i]: reason for i, reason in errors.items()})
+    return _ParsedChunk(len(lines), ids, reasons, epochs, isos, products, docs, tiles, error)
 
 
 @contextmanager
@@ -976,8 +1322,15 @@ def build_cache(
                 writer.close(raise_error=False)
                 raise
             writer.close()
-            n_tasks, periods = _write_tasks(db, stream.binner)
-            db.execute(_POST_LOAD_INDEXES)
+            stream.seen.clear()
+            # SQLite sorts the ids into their index (releasing the GIL) while the tasks are computed here
+            indexing = _in_background(db.execute, _POST_LOAD_INDEXES)
+            try:
+                rows = stream.binner.task_rows(threads=min(4, os.cpu_count() or 1))
+            finally:
+                _joined(indexing)
+            n_tasks, periods = _write_tasks(db, rows)
+            del rows
             summary = CacheSummary(
                 path=path,
                 n_items=stream.n_items,
@@ -1070,46 +1423,76 @@ class _ItemStream:
 
     def consume(self, chunk: _ParsedChunk, writer: _DatasetWriter) -> None:
         """One worker chunk, with the bookkeeping of :meth:`validate` and :meth:`bin` in the same order."""
-        usable: list[tuple] = []
-        n_tiled = sum(1 for entry in chunk.entries if len(entry) == 7 and entry[6] >= 0)
-        position = np.full(n_tiled, -1, dtype=np.int64)
-        for entry in chunk.entries:
-            if len(entry) == 3:
-                raise _SourceLineError(entry[1], entry[2])
-            item_id, reason, t_utc, iso, product, doc, tiled = entry
-            self.n_items += 1
-            if item_id in self.options.exclude:
-                self.n_excluded += 1
-                continue
-            if item_id in self.seen:
-                self.n_duplicates += 1
-                continue
-            self.seen.add(item_id)
-            if reason is not None:
-                self.reject(item_id, reason)
-                continue
-            position[tiled] = len(usable)
-            usable.append((item_id, t_utc, product, doc, iso))
-        owner, xs, ys, errors = chunk.tiles
-        if owner.size:
-            mine = position[owner]
-            keep = mine >= 0
-            owner, xs, ys = mine[keep], xs[keep], ys[keep]
-        errors = {int(position[k]): reason for k, reason in errors.items() if position[k] >= 0}
+        ids, reasons = chunk.ids, chunk.reasons
+        n = len(ids)
+        exclude = self.options.exclude
+        fresh = set(ids)
+        use: list[int] | None = None  # None: every item
+        if (
+            len(fresh) == n
+            and None not in fresh
+            and self.seen.isdisjoint(fresh)
+            and (not exclude or exclude.isdisjoint(fresh))
+        ):
+            # the usual case: no id missing, excluded or seen before; only the rejected items are left out
+            self.n_items += n
+            self.seen |= fresh
+            for k, reason in reasons.items():
+                self.reject(ids[k], reason)
+            if reasons:
+                use = [k for k in range(n) if k not in reasons]
+        else:
+            use = []
+            for k, item_id in enumerate(ids):
+                self.n_items += 1
+                if item_id is None:
+                    self.reject(None, "no id")
+                    continue
+                if item_id in exclude:
+                    self.n_excluded += 1
+                    continue
+                if item_id in self.seen:
+                    self.n_duplicates += 1
+                    continue
+                self.seen.add(item_id)
+                reason = reasons.get(k)
+                if reason is not None:
+                    self.reject(item_id, reason)
+                    continue
+                use.append(k)
+        if chunk.error is not None:
+            raise _SourceLineError(*chunk.error)
+
+        owner, xs, ys, tile_errors = chunk.tiles
+        epochs, isos, products, docs = chunk.epochs, chunk.isos, chunk.products, chunk.docs
+        if use is not None:
+            position = np.full(n, -1, dtype=np.int64)
+            position[use] = np.arange(len(use))
+            if owner.size:
+                mine = position[owner]
+                keep = mine >= 0
+                owner, xs, ys = mine[keep], xs[keep], ys[keep]
+            tile_errors = {
+                int(position[k]): reason for k, reason in tile_errors.items() if position[k] >= 0
+            }
+            ids = [ids[k] for k in use]
+            epochs = epochs[use]
+            isos = [isos[k] for k in use]
+            products = [products[k] for k in use]
+            docs = [docs[k] for k in use]
         if self.options.tiles is not None:
             keep = _in_tile_range(self.options.tiles, xs, ys)
             owner, xs, ys = owner[keep], xs[keep], ys[keep]
-        for i, reason in sorted(errors.items()):
-            self.reject(usable[i][0], reason)
-        stored = self.binner.add_batch(
-            [u[0] for u in usable], [u[1] for u in usable], owner, xs, ys
+        for i, reason in sorted(tile_errors.items()):
+            self.reject(ids[i], reason)
+        stored = self.binner.add_batch(ids, epochs, owner, xs, ys)
+        n_stored = int(stored.sum())
+        self.n_outside += len(ids) - len(tile_errors) - n_stored
+        rows = zip(ids, products, isos, docs, strict=True)
+        writer.put(
+            list(rows) if n_stored == len(ids) else list(compress(rows, stored.tolist())),
+            compressed=True,
         )
-        self.n_outside += len(usable) - len(errors) - int(stored.sum())
-        rows = []
-        for i in np.flatnonzero(stored).tolist():
-            item_id, _, product, doc, iso = usable[i]
-            rows.append((item_id, product, iso, doc))
-        writer.put(rows, compressed=True)
 
     def reject(self, item_id: str | None, reason: str) -> None:
         if not self.options.skip_invalid:
@@ -1157,9 +1540,10 @@ class _ItemStream:
         owner, xs, ys, errors = tiles
         for i, reason in errors.items():
             self.reject(usable[i][1], reason)
-        stored = self.binner.add_batch(
-            [u[1] for u in usable], [u[2] for u in usable], owner, xs, ys
+        epochs = np.fromiter(
+            ((u[2] - _EPOCH).total_seconds() for u in usable), np.float64, len(usable)
         )
+        stored = self.binner.add_batch([u[1] for u in usable], epochs, owner, xs, ys)
         self.n_outside += len(usable) - len(errors) - int(stored.sum())
         rows = []
         for i in np.flatnonzero(stored).tolist():
@@ -1219,29 +1603,31 @@ class _DatasetWriter:
             raise self.error
 
 
-def _write_tasks(db: sqlite3.Connection, binner: _TaskBinner) -> tuple[int, tuple[str, ...]]:
-    """Insert the tasks, each with its compressed id list (in key order); returns (count, periods)."""
-    periods: set[str] = set()
-    pack = zstandard.ZstdCompressor(level=1).compress
+def _write_tasks(db: sqlite3.Connection, rows: list[tuple]) -> tuple[int, tuple[str, ...]]:
+    """Insert the task rows (:meth:`_TaskBinner.task_rows`); returns (count, periods)."""
+    db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return len(rows), tuple(sorted({row[0] for row in rows}))
 
-    def rows() -> Iterator[tuple]:
-        for record, ids in binner.tasks():
-            period, x, y = record.task_id.period, record.task_id.x, record.task_id.y
-            periods.add(period)
-            yield (
-                period,
-                x,
-                y,
-                record.n_datasets,
-                record.n_days_utc,
-                record.n_days_solar,
-                record.utc_offset,
-                record.dataset_hash,
-                pack("\n".join(ids).encode("utf-8")),
-            )
 
-    cursor = db.executemany("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
-    return cursor.rowcount, tuple(sorted(periods))
+def _in_background(call: Any, *args: Any) -> threading.Thread:
+    """``call(*args)`` on a thread; join it with :func:`_joined` (which re-raises its error)."""
+    thread = threading.Thread(target=_capture, args=(call, args), daemon=True)
+    thread.error = None  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+def _capture(call: Any, args: tuple) -> None:
+    try:
+        call(*args)
+    except BaseException as err:  # re-raised by _joined
+        threading.current_thread().error = err  # type: ignore[attr-defined]
+
+
+def _joined(thread: threading.Thread) -> None:
+    thread.join()
+    if thread.error is not None:  # type: ignore[attr-defined]
+        raise thread.error  # type: ignore[attr-defined]
 
 
 def _unpack_ids(blob: bytes) -> list[str]:

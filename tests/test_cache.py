@@ -233,6 +233,92 @@ def test_vectorised_footprints_equal_the_grid_method() -> None:
     assert fast[3] == [(1, 2)]
 
 
+def test_convex_footprints_equal_the_grid_method() -> None:
+    """Convex rings (decided by separating axes) and the rest (shapely) give the grid's tiles, on a grid where
+    vertices sit exactly on tile edges and corners and on a reprojected one."""
+    rng = random.Random(11)
+
+    def polygon(cx: float, cy: float, radius: float, k: int, snap: bool) -> list[list[float]]:
+        start = rng.uniform(0, 2 * math.pi)
+        ring = []
+        for j in range(k):
+            angle = start + 2 * math.pi * j / k
+            x, y = cx + radius * math.cos(angle), cy + radius * math.sin(angle)
+            if (
+                snap and rng.random() < 0.5
+            ):  # onto a tile edge (whole degrees), so edges can lie along one
+                x, y = (round(x), y) if rng.random() < 0.5 else (x, round(y))
+            ring.append([x, y])
+        if rng.random() < 0.5:
+            ring.reverse()  # clockwise
+        return [*ring, ring[0]]
+
+    geometries = [
+        # a tile exactly, a tile's corner touched by a diamond's tip, a quad along a tile edge
+        {"type": "Polygon", "coordinates": [lonlat_square(142, -37, 143, -36)]},
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[141.5, -37.5], [142, -37], [141.5, -36.5], [141, -37], [141.5, -37.5]]
+            ],
+        },
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[141.2, -37.0], [143.7, -37.0], [143.2, -36.4], [141.5, -36.5], [141.2, -37.0]]
+            ],
+        },
+        # collinear and repeated points, a bow tie, a concave arrow: not convex
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[141.2, -37.5], [142.0, -37.5], [143.5, -37.5], [143.5, -36.2], [141.2, -37.5]]
+            ],
+        },
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[141.2, -37.5], [143.5, -37.5], [143.5, -37.5], [143.5, -36.2], [141.2, -37.5]]
+            ],
+        },
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[141.2, -37.5], [143.5, -36.2], [143.5, -37.5], [141.2, -36.2], [141.2, -37.5]]
+            ],
+        },
+        {
+            "type": "Polygon",
+            "coordinates": [
+                [[141.2, -37.5], [144.5, -36.9], [141.2, -36.2], [142.3, -36.9], [141.2, -37.5]]
+            ],
+        },
+    ]
+    for _ in range(300):
+        k = rng.choice([3, 4, 4, 5, 6, 12])
+        geometries.append(
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    polygon(
+                        rng.uniform(141, 149),
+                        rng.uniform(-39, -31),
+                        rng.choice([0.3, 0.7, 1.0, 1.5, rng.uniform(0.1, 3)]),
+                        k,
+                        snap=rng.random() < 0.4,
+                    )
+                ],
+            }
+        )
+    for spec in (LONLAT, ALBERS):
+        grid = parse_grid(spec)
+        fast = _FootprintTiler(grid).tiles(geometries)
+        slow = [grid.tiles_for_geometry(Geometry(g, "EPSG:4326")) for g in geometries]
+        assert fast == slow, spec
+        assert sum(len(t) for t in fast) > 1000
+    assert fast[3] == slow[3] and len(fast[3]) > 1
+
+
 def test_tile_range_setting_restricts_tasks(tmp_path: Path) -> None:
     items = random_albers_items(40, seed=5)
     summary, cache = build(tmp_path, items, settings={"tiles": "1:3,0:2"})
