@@ -22,7 +22,6 @@ import operator
 import os
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -499,7 +498,6 @@ class TaskReader:
         datasets of all the days are decoded and masked together: the plugin's masking builds a small dask graph
         per call, whose cost is then paid once per batch of days rather than per day.
         """
-        import dask.array as da
 
         window = gbox.boundingbox
         present = {
@@ -515,12 +513,8 @@ class TaskReader:
             stack = np.empty((len(observations), *gbox.shape.yx), dtype=self.band_info[band].dtype)
             for i, obs in enumerate(observations):
                 self._read_band(obs, band, gbox, out=stack[i])
-            # named: dask would otherwise hash the whole array to name it
-            data = da.from_array(
-                stack, chunks=stack.shape, name=f"eostats-{band}-{uuid.uuid4().hex}"
-            )
             arrays[band] = xr.DataArray(
-                data, dims=("time", "y", "x"), attrs={"nodata": self.band_info[band].nodata}
+                stack, dims=("time", "y", "x"), attrs={"nodata": self.band_info[band].nodata}
             )
         t1 = time.thread_time()
         times = np.array([np.datetime64(obs.time, "ns") for obs in observations])

@@ -98,6 +98,18 @@ def test_chains_match_scipy(masks, ops) -> None:
     np.testing.assert_array_equal(mask_cleanup(masks, ops), reference(masks, ops))
 
 
+@pytest.mark.parametrize("radius", [7.5, 8, 9, 16.2, 31])
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 63, 64, 65, 131])
+def test_word_packed_rows_match_scipy(radius, width) -> None:
+    """Rows are processed eight pixels to a 64-bit word: row widths around word edges, and horizontal steps of
+    eight pixels or more (radius >= 8) that cross whole words, against the scipy reference."""
+    mask = cloudy_mask(np.random.default_rng(int(width * 10 + radius)), (2, 45, width), sigma=1)
+    for op in ("dilation", "opening", "closing"):
+        np.testing.assert_array_equal(
+            mask_cleanup(mask, [(op, radius)]), reference(mask, [(op, radius)])
+        )
+
+
 def test_large_radius_distance_transform_path() -> None:
     mask = cloudy_mask(np.random.default_rng(5), (50, 60), sigma=5)
     for ops in ([("dilation", 33)], [("opening", 32)], [("closing", 32.5)]):

@@ -163,3 +163,31 @@ def test_pq_counts_and_filters_against_numpy_and_scipy():
     np.testing.assert_array_equal(out["clear_1_2"].values, (v & ~ec).sum(0))
     assert [m.name for m in plugin.measurements] == ["total", "clear", "clear_1_2"]
     assert all(out[k].dtype == np.uint16 for k in out.data_vars)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.int32])
+def test_class_lookup_and_erase_equal_isin_and_where(dtype) -> None:
+    """The lookup-table class test and the in-memory erase give isin's and where's answers on every value the
+    dtype holds, codes outside the dtype never matching; dask-backed inputs take the xarray path."""
+    import dask.array as da
+
+    from eostats.plugins.tools import class_in, erase
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(3)
+    values = rng.integers(info.min, info.max, (2, 9, 11), endpoint=True).astype(dtype)
+    values[0, 0, :4] = [info.min, info.max, 0, -1 if info.min < 0 else 1]
+    band = xr.DataArray(values, dims=("time", "y", "x"), attrs={"nodata": 0})
+    codes = [0, 1, info.min, info.max, -1, 70_000, int(values[1, 4, 4])]
+    held = [c for c in codes if info.min <= c <= info.max]
+    hit = class_in(band, codes)
+    assert hit.dtype == bool and hit.attrs == band.isin(held).attrs
+    np.testing.assert_array_equal(hit.values, np.isin(values, held))
+    lazy = class_in(band.copy(data=da.from_array(values, chunks=(1, 5, 5))), held)
+    np.testing.assert_array_equal(lazy.values, hit.values)
+
+    bad = xr.DataArray(rng.random(values.shape) < 0.4, dims=band.dims)
+    erased = erase(band, bad, 5)
+    assert erased.dtype == dtype and erased.attrs == {"nodata": 5}
+    np.testing.assert_array_equal(erased.values, np.where(bad.values, 5, values))
+    assert band.values[bad.values].size and not np.array_equal(band.values, erased.values)

@@ -51,6 +51,7 @@ class PixelMap:
     src_shape: tuple[int, int]
     shift: tuple[int, int] | None = None
     _centre: np.ndarray | None = None
+    _taps: tuple[np.ndarray, ...] | None = None
 
     @property
     def centre(self) -> np.ndarray:
@@ -61,6 +62,27 @@ class PixelMap:
                 self.sx.ravel(), self.sy.ravel(), self.src_shape[0], self.src_shape[1], self._centre
             )
         return self._centre
+
+    @property
+    def taps(self) -> tuple[np.ndarray, ...]:
+        """Bilinear taps of every destination pixel, worked out once for all the arrays warped with this map:
+        ``(centre, corner, flags, rx, ry)``: int32 flat index of the pixel under the centre (-1 outside), int32
+        flat index of the upper-left sample (clamped into the source), uint8 bits (upper-left, upper-right,
+        lower-right, lower-left sample inside the source; next column; next row) and the float64 fractions."""
+        if self._taps is None:
+            n = self.sx.size
+            taps = (
+                np.empty(n, np.int32),
+                np.empty(n, np.int32),
+                np.empty(n, np.uint8),
+                np.empty(n, np.float64),
+                np.empty(n, np.float64),
+            )
+            _bilinear_taps(
+                self.sx.ravel(), self.sy.ravel(), self.src_shape[0], self.src_shape[1], *taps
+            )
+            self._taps = taps
+        return self._taps
 
 
 def pixel_map(src: GeoBox, dst: GeoBox) -> PixelMap:
@@ -158,69 +180,104 @@ def _nearest(src, centre, nodata, has_nodata, out):
                     out[k, i] = v
 
 
+_UL, _UR, _LR, _LL, _NEXT_COL, _NEXT_ROW = 1, 2, 4, 8, 16, 32
+
+
 @numba.njit(cache=True, nogil=True)
-def _bilinear(src, sx, sy, nodata, has_nodata, is_int, lo, hi, out):
-    """src (k, h, w) → out (k, ny, nx); the taps of a destination pixel are worked out once for the stack."""
-    n_stack, h, w = src.shape
-    ny, nx = sx.shape
-    for r in range(ny):
-        for c in range(nx):
-            x = sx[r, c]
-            y = sy[r, c]
-            cx = int(x + 1e-10)  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
-            cy = int(y + 1e-10)
-            if not (x + 1e-10 >= 0.0 and y + 1e-10 >= 0.0) or cx >= w or cy >= h:
-                for k in range(n_stack):
-                    out[k, r, c] = nodata
+def _bilinear_taps(sx, sy, h, w, centre, corner, flags, rx, ry):
+    """Per destination pixel: the source pixel under the centre and GDAL's four samples around
+    ``(sx - 0.5, sy - 0.5)`` (see :attr:`PixelMap.taps`)."""
+    for i in range(sx.size):
+        x = sx[i]
+        y = sy[i]
+        cx = int(x + 1e-10)  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
+        cy = int(y + 1e-10)
+        corner[i] = 0
+        flags[i] = 0
+        rx[i] = 0.0
+        ry[i] = 0.0
+        if not (x + 1e-10 >= 0.0 and y + 1e-10 >= 0.0) or cx >= w or cy >= h:
+            centre[i] = -1
+            continue
+        centre[i] = cy * w + cx
+        ix = int(np.floor(x - 0.5))
+        iy = int(np.floor(y - 0.5))
+        rx[i] = 1.5 - (x - ix)
+        ry[i] = 1.5 - (y - iy)
+        x0_in = ix >= 0
+        x1_in = ix + 1 < w
+        y0_in = iy >= 0
+        y1_in = iy + 1 < h
+        bits = 0
+        if x0_in and y0_in:
+            bits |= _UL
+        if x1_in and y0_in:
+            bits |= _UR
+        if x1_in and y1_in:
+            bits |= _LR
+        if x0_in and y1_in:
+            bits |= _LL
+        jx0 = max(ix, 0)
+        jy0 = max(iy, 0)
+        if min(ix + 1, w - 1) > jx0:
+            bits |= _NEXT_COL
+        if min(iy + 1, h - 1) > jy0:
+            bits |= _NEXT_ROW
+        corner[i] = jy0 * w + jx0
+        flags[i] = bits
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear(src, w, centre, corner, flags, rx, ry, nodata, has_nodata, is_int, lo, hi, out):
+    """src (k, h*w) → out (k, n) with precomputed taps: one streaming pass per array of the stack."""
+    n_stack = src.shape[0]
+    for k in range(n_stack):
+        layer = src[k]
+        result = out[k]
+        for i in range(centre.size):
+            result[i] = nodata
+            c = centre[i]
+            if c < 0 or not _is_valid(layer[c], nodata, has_nodata):
+                continue  # GDAL: no value where the pixel under the centre is missing
+            bits = flags[i]
+            fx = rx[i]
+            fy = ry[i]
+            j00 = corner[i]
+            j01 = j00 + 1 if bits & _NEXT_COL else j00
+            j10 = j00 + w if bits & _NEXT_ROW else j00
+            j11 = j10 + (j01 - j00)
+            w00 = fx * fy if bits & _UL else 0.0
+            w01 = (1.0 - fx) * fy if bits & _UR else 0.0
+            w11 = (1.0 - fx) * (1.0 - fy) if bits & _LR else 0.0
+            w10 = fx * (1.0 - fy) if bits & _LL else 0.0
+            # GDAL's sample order: upper left, upper right, lower right, lower left
+            acc = 0.0
+            total = 0.0
+            v = layer[j00]
+            if w00 > 0.0 and _is_valid(v, nodata, has_nodata):
+                acc += w00 * v
+                total += w00
+            v = layer[j01]
+            if w01 > 0.0 and _is_valid(v, nodata, has_nodata):
+                acc += w01 * v
+                total += w01
+            v = layer[j11]
+            if w11 > 0.0 and _is_valid(v, nodata, has_nodata):
+                acc += w11 * v
+                total += w11
+            v = layer[j10]
+            if w10 > 0.0 and _is_valid(v, nodata, has_nodata):
+                acc += w10 * v
+                total += w10
+            if total < 1e-5:
                 continue
-            ix = int(np.floor(x - 0.5))
-            iy = int(np.floor(y - 0.5))
-            rx = 1.5 - (x - ix)
-            ry = 1.5 - (y - iy)
-            # the four samples: upper left, upper right, lower right, lower left (GDAL's order), -1 if outside
-            x0_in = ix >= 0
-            x1_in = ix + 1 < w
-            y0_in = iy >= 0
-            y1_in = iy + 1 < h
-            w00 = rx * ry if (x0_in and y0_in) else 0.0
-            w01 = (1.0 - rx) * ry if (x1_in and y0_in) else 0.0
-            w11 = (1.0 - rx) * (1.0 - ry) if (x1_in and y1_in) else 0.0
-            w10 = rx * (1.0 - ry) if (x0_in and y1_in) else 0.0
-            jx0 = max(ix, 0)
-            jx1 = min(ix + 1, w - 1)
-            jy0 = max(iy, 0)
-            jy1 = min(iy + 1, h - 1)
-            for k in range(n_stack):
-                out[k, r, c] = nodata
-                if not _is_valid(src[k, cy, cx], nodata, has_nodata):
-                    continue  # GDAL: no value where the pixel under the centre is missing
-                acc = 0.0
-                total = 0.0
-                v = src[k, jy0, jx0]
-                if w00 > 0.0 and _is_valid(v, nodata, has_nodata):
-                    acc += w00 * v
-                    total += w00
-                v = src[k, jy0, jx1]
-                if w01 > 0.0 and _is_valid(v, nodata, has_nodata):
-                    acc += w01 * v
-                    total += w01
-                v = src[k, jy1, jx1]
-                if w11 > 0.0 and _is_valid(v, nodata, has_nodata):
-                    acc += w11 * v
-                    total += w11
-                v = src[k, jy1, jx0]
-                if w10 > 0.0 and _is_valid(v, nodata, has_nodata):
-                    acc += w10 * v
-                    total += w10
-                if total < 1e-5:
-                    continue
-                value = acc if total == 1.0 else acc / total
-                if is_int:
-                    value = np.floor(value + 0.5)
-                    value = min(max(value, lo), hi)
-                    if has_nodata and value == nodata:
-                        value = nodata + 1 if nodata == lo else nodata - 1
-                out[k, r, c] = value
+            value = acc if total == 1.0 else acc / total
+            if is_int:
+                value = np.floor(value + 0.5)
+                value = min(max(value, lo), hi)
+                if has_nodata and value == nodata:
+                    value = nodata + 1 if nodata == lo else nodata - 1
+            result[i] = value
 
 
 def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:
@@ -284,5 +341,16 @@ def warp_bilinear(
         lo, hi = float(info.min), float(info.max)
     else:
         lo, hi = -np.inf, np.inf
-    _bilinear(stack, mapping.sx, mapping.sy, fill, has_nodata, is_int, lo, hi, out)
+    flat = stack.reshape(stack.shape[0], -1)
+    _bilinear(
+        flat,
+        mapping.src_shape[1],
+        *mapping.taps,
+        fill,
+        has_nodata,
+        is_int,
+        lo,
+        hi,
+        out.reshape(stack.shape[0], -1),
+    )
     return out[0] if single else out

@@ -24,7 +24,7 @@ from eostats.plugins.base import (
     first_valid,
     parse_filter_chain,
 )
-from eostats.plugins.tools import class_codes
+from eostats.plugins.tools import class_codes, class_in
 
 DEFAULT_FILTERS = {
     "2_5": [["opening", 2], ["dilation", 5]],
@@ -81,8 +81,8 @@ class ClearCounts(StatsPlugin):
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         fmask = xx[self.mask_band]
-        valid = ~fmask.isin(self.nodata_codes)
-        erased = fmask.isin(self.erase_codes) & valid
+        valid = ~class_in(fmask, self.nodata_codes)
+        erased = class_in(fmask, self.erase_codes) & valid
         return xr.Dataset({"valid": valid, "erased": erased}, attrs=xx.attrs)
 
     def fuse(self, xx: xr.Dataset) -> xr.Dataset:

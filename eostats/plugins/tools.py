@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -267,7 +268,7 @@ class ClassMask:
 
     def nodata(self, xx: xr.Dataset) -> xr.DataArray:
         """Pixels without data: nodata classes and non-contiguous pixels (no clouds)."""
-        bad = xx[self.band].isin(self.nodata_codes)
+        bad = class_in(xx[self.band], self.nodata_codes)
         if self.contiguity_band:
             bad = bad | (xx[self.contiguity_band] == 0)
         return bad
@@ -277,7 +278,7 @@ class ClassMask:
         band = xx[self.band]
         bad = xr.zeros_like(band, dtype=bool)
         for codes, chain in self.cloud_filters:
-            bad = bad | buffered(band.isin(codes), chain)
+            bad = bad | buffered(class_in(band, codes), chain)
         return bad
 
     def bad(self, xx: xr.Dataset) -> xr.DataArray:
@@ -343,9 +344,51 @@ class BitMask:
 
 def erase(var: xr.DataArray, bad: xr.DataArray, nodata: Any) -> xr.DataArray:
     """``var`` with ``nodata`` where ``bad``; dtype and attrs kept, ``attrs["nodata"]`` set."""
+    if _in_memory(var) and _in_memory(bad) and var.shape == bad.shape and var.dims == bad.dims:
+        # a tile block's observations: one copy and a masked fill instead of where's broadcast and cast
+        values = np.ascontiguousarray(var.values)
+        flags = np.ascontiguousarray(bad.values, dtype=bool)
+        erased = np.empty_like(values)
+        fill = np.asarray(nodata).astype(values.dtype)[()]
+        _fill_where(values.reshape(-1), flags.reshape(-1), fill, erased.reshape(-1))
+        return var.copy(data=erased).assign_attrs(nodata=nodata)
     out = var.where(~bad, nodata).astype(var.dtype)
     out.attrs = {**var.attrs, "nodata": nodata}
     return out
+
+
+def _in_memory(var: xr.DataArray) -> bool:
+    return isinstance(var.variable._data, np.ndarray)
+
+
+def class_in(band: xr.DataArray, codes: Sequence[int]) -> xr.DataArray:
+    """True where ``band`` holds one of ``codes`` (``band.isin(codes)``). An in-memory 8- or 16-bit integer band
+    goes through a lookup table indexed by its values (~10x faster than ``isin`` on a tile block)."""
+    dtype = band.dtype
+    if not (_in_memory(band) and dtype.kind in "iu" and dtype.itemsize <= 2):
+        return band.isin(codes)
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    info = np.iinfo(dtype)
+    table = np.zeros(2 ** (8 * dtype.itemsize), dtype=bool)
+    for code in codes:
+        if info.min <= int(code) <= info.max:  # a code the dtype cannot hold never matches
+            table[np.array(int(code), dtype=dtype).view(unsigned)] = True
+    values = np.ascontiguousarray(band.values).view(unsigned)
+    hit = np.empty(values.shape, dtype=bool)
+    _lookup(values.reshape(-1), table, hit.reshape(-1))
+    return band.copy(data=hit)  # name, coords and attrs as isin keeps them
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(values, table, out):
+    for i in range(values.size):
+        out[i] = table[values[i]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_where(values, bad, fill, out):
+    for i in range(values.size):
+        out[i] = fill if bad[i] else values[i]
 
 
 def band_nodata(var: xr.DataArray, default: Any) -> Any:
