@@ -669,11 +669,12 @@ def _ring_polygons(
 class _TaskBinner:
     """Accumulates (task, dataset) memberships while batches of items stream past.
 
-    Memory: per stored dataset its id and epoch seconds; per membership three 32-bit integers (period code,
-    tile x, tile y). Every period boundary is a local midnight, so a dataset's periods depend only on its local
-    date: ``binning.labels`` runs once per distinct local date of the whole build (about 14 000 for 38 years),
-    a tile's solar offset once per tile, and everything else is vectorised (look-up tables by day and by tile).
-    Tasks are numbered, counted, sorted and hashed once in :meth:`task_rows`.
+    Memory: per stored dataset its UTF-8 id and UTC day; per membership three 32-bit integers (task number,
+    dataset number, local solar day). Every period boundary is a local midnight, so a dataset's periods depend
+    only on its local date: ``binning.labels`` runs once per distinct local date of the whole build (about 14 000
+    for 38 years), a tile's solar offset once per tile, and everything else is vectorised (look-up tables by day
+    and by tile). Tasks are numbered as they first appear; they are sorted, counted and hashed once in
+    :meth:`task_rows`.
     """
 
     def __init__(self, grid: TileGrid, binning: PeriodBinning, options: _Options) -> None:
@@ -682,14 +683,18 @@ class _TaskBinner:
         self.options = options
         self.offsets: dict[tuple[int, int], int] = {}
         self.to_lonlat = grid.crs.transformer_to_crs(CRS("EPSG:4326"))
-        self.ids: list[str] = []
-        self.epochs: list[np.ndarray] = []
+        self.ids: list[
+            bytes
+        ] = []  # UTF-8 (byte order is code-point order, i.e. Python's str order)
+        self.utc_days: list[np.ndarray] = []  # per dataset
         self.labels: dict[str, int] = {}  # period label -> code
         self.day_codes: dict[int, tuple[int, ...]] = {}  # local day number -> period codes
-        self.member_code: list[np.ndarray] = []
-        self.member_x: list[np.ndarray] = []
-        self.member_y: list[np.ndarray] = []
+        # tasks: sorted keys (_task_key of period code, x, y) and the task number of each, numbered as they appear
+        self.task_keys = np.empty(0, dtype=np.int64)
+        self.task_numbers = np.empty(0, dtype=np.int64)
+        self.member_task: list[np.ndarray] = []
         self.member_dataset: list[np.ndarray] = []
+        self.member_day: list[np.ndarray] = []  # local solar day
         self.local_years: set[int] = set()
         # look-up tables of what the dicts above hold: sorted tile keys and their offsets; per day since
         # day0 the start and count of its codes in day_flat (count -1: not computed yet)
@@ -768,6 +773,22 @@ class _TaskBinner:
             index = local_day - self.day0
         return self.day_start[index], self.day_count[index]
 
+    def task_numbers_of(self, key: np.ndarray) -> np.ndarray:
+        """Task number of each task key, numbering new tasks."""
+        pos = np.searchsorted(self.task_keys, key)
+        if self.task_keys.size:
+            known = self.task_keys[np.minimum(pos, self.task_keys.size - 1)] == key
+        else:
+            known = np.zeros(key.shape, dtype=bool)
+        if not known.all():
+            new = np.unique(key[~known])
+            numbers = np.arange(self.task_keys.size, self.task_keys.size + new.size)
+            at = np.searchsorted(self.task_keys, new)
+            self.task_keys = np.insert(self.task_keys, at, new)
+            self.task_numbers = np.insert(self.task_numbers, at, numbers)
+            pos = np.searchsorted(self.task_keys, key)
+        return self.task_numbers[pos]
+
     def add_batch(
         self,
         ids: list[str],
@@ -794,17 +815,17 @@ class _TaskBinner:
 
         stored[m_owner] = True
         dataset_number = np.cumsum(stored) - 1 + len(self.ids)
-        self.member_code.append(self.day_flat[np.repeat(start, repeat) + within].astype(np.int32))
-        self.member_x.append(np.repeat(tile_x, repeat).astype(np.int32))
-        self.member_y.append(np.repeat(tile_y, repeat).astype(np.int32))
+        key = _task_key(
+            self.day_flat[np.repeat(start, repeat) + within],
+            np.repeat(tile_x, repeat),
+            np.repeat(tile_y, repeat),
+        )
+        self.member_task.append(self.task_numbers_of(key).astype(np.int32))
         self.member_dataset.append(dataset_number[m_owner].astype(np.int32))
-        if stored.all():
-            self.ids += ids
-            self.epochs.append(np.asarray(epochs, dtype=np.float64))
-        else:
-            kept = np.flatnonzero(stored)
-            self.ids += [ids[i] for i in kept.tolist()]
-            self.epochs.append(epochs[kept])
+        self.member_day.append(np.repeat(local_day, repeat).astype(np.int32))
+        kept = np.flatnonzero(stored)
+        self.ids += [ids[i].encode("utf-8") for i in kept.tolist()]
+        self.utc_days.append(np.floor(epochs[kept] / _SECONDS_PER_DAY).astype(np.int32))
         return stored
 
     def task_rows(self, threads: int = 2) -> list[tuple]:
@@ -812,21 +833,19 @@ class _TaskBinner:
 
         The ids are joined by slices of tasks; ``threads`` threads hash and compress them (both release the GIL).
         """
-        if not self.member_code:
+        if not self.member_task:
             return []
         label_of = list(self.labels)
         if ALL_PLACEHOLDER in self.labels:
             final = finalize_all_label(self.local_years)
             label_of = [final if label == ALL_PLACEHOLDER else label for label in label_of]
-        task_keys, m_key = _unique_rows(
-            np.concatenate(self.member_code),
-            np.concatenate(self.member_x),
-            np.concatenate(self.member_y),
-        )
-        keys = [(label_of[code], x, y) for code, x, y in task_keys]
+        by_number = self.task_keys[np.argsort(self.task_numbers)]
+        codes = (by_number >> _TASK_X_BITS + _TASK_Y_BITS).tolist()
+        xs = ((by_number >> _TASK_Y_BITS) % 2**_TASK_X_BITS - 2 ** (_TASK_X_BITS - 1)).tolist()
+        ys = (by_number % 2**_TASK_Y_BITS - 2 ** (_TASK_Y_BITS - 1)).tolist()
+        keys = [(label_of[c], x, y) for c, x, y in zip(codes, xs, ys, strict=True)]
         n_tasks, n_ids = len(keys), len(self.ids)
-        # rank of each task in (period, x, y) order and of each dataset in id order; UTF-8 byte order is
-        # code-point order, i.e. Python's str order
+        # rank of each task in (period, x, y) order and of each dataset in id order
         order = sorted(range(n_tasks), key=keys.__getitem__)
         task_rank = np.empty(n_tasks, dtype=np.int64)
         task_rank[order] = np.arange(n_tasks)
@@ -834,21 +853,34 @@ class _TaskBinner:
         id_rank = np.empty(n_ids, dtype=np.int64)
         id_rank[id_order] = np.arange(n_ids)
 
-        # memberships sorted by (task rank, id rank) in one int64 sort
-        packed = task_rank[m_key] * n_ids + id_rank[np.concatenate(self.member_dataset)]
-        packed.sort()
-        m_task, m_rank = np.divmod(packed, n_ids)
-        del packed
+        # memberships sorted by (task rank, id rank) in one int64 sort, carrying their solar day in the low digits
+        # (a task holds a dataset once, so the day never decides the order)
+        m_data = np.concatenate(self.member_dataset)
+        m_day = np.concatenate(self.member_day).astype(np.int64)
+        day0 = int(m_day.min())
+        day_span = int(m_day.max()) - day0 + 1
+        if n_tasks * n_ids * day_span < 2**62:
+            packed = task_rank[np.concatenate(self.member_task)] * n_ids + id_rank[m_data]
+            packed = packed * day_span + (m_day - day0)
+            del m_data, m_day
+            packed.sort()
+            packed, m_day = np.divmod(packed, day_span)
+            m_task, m_rank = np.divmod(packed, n_ids)
+            del packed
+        else:  # too many digits for one int64: an index sort
+            m_task = task_rank[np.concatenate(self.member_task)]
+            sort = np.lexsort((id_rank[m_data], m_task))
+            m_task, m_rank, m_day = m_task[sort], id_rank[m_data][sort], m_day[sort] - day0
+            del sort
         m_data = id_order[m_rank]
+        del m_rank
 
         offsets = np.array([self.offsets[(x, y)] for _, x, y in keys], dtype=np.int64)[order]
-        t = np.concatenate(self.epochs)[m_data]
-        days_utc = _distinct_per_group(m_task, np.floor(t / _SECONDS_PER_DAY), n_tasks)
-        solar = np.floor((t + offsets[m_task] * 3600.0) / _SECONDS_PER_DAY)
-        days_solar = _distinct_per_group(m_task, solar, n_tasks)
+        days_utc = _distinct_per_group(m_task, np.concatenate(self.utc_days)[m_data], n_tasks)
+        days_solar = _distinct_per_group(m_task, m_day, n_tasks)
         bounds = np.searchsorted(m_task, np.arange(n_tasks + 1))
-        del t, solar, m_task, m_rank
-        id_bytes = [i.encode("utf-8") for i in self.ids]
+        del m_task, m_day
+        id_bytes = self.ids
         lengths = np.fromiter(map(len, id_bytes), np.int64, n_ids)
         digests, blobs = _hash_and_pack(id_bytes, lengths, m_data, bounds, threads)
         return [
@@ -864,6 +896,29 @@ class _TaskBinner:
                 strict=True,
             )
         ]
+
+
+_TASK_X_BITS = _TASK_Y_BITS = 22  # tile indices from -2**21 to 2**21 - 1; period codes below 2**19
+
+
+def _task_key(code: np.ndarray, tile_x: np.ndarray, tile_y: np.ndarray) -> np.ndarray:
+    """One int64 per (period code, tile x, tile y); ValueError for a tile index or period count beyond it."""
+    half_x, half_y = 2 ** (_TASK_X_BITS - 1), 2 ** (_TASK_Y_BITS - 1)
+    if code.size and (
+        int(code.max()) >= 2 ** (63 - _TASK_X_BITS - _TASK_Y_BITS)
+        or not -half_x <= int(tile_x.min()) <= int(tile_x.max()) < half_x
+        or not -half_y <= int(tile_y.min()) <= int(tile_y.max()) < half_y
+    ):
+        raise ValueError(
+            f"tile indices must be between {-half_x} and {half_x - 1} (got x {int(tile_x.min())}..{int(tile_x.max())}, "
+            f"y {int(tile_y.min())}..{int(tile_y.max())}), with fewer than {2 ** (63 - _TASK_X_BITS - _TASK_Y_BITS)} "
+            "periods: is the grid's tile size in the units of its CRS?"
+        )
+    return (
+        (code.astype(np.int64) << _TASK_X_BITS + _TASK_Y_BITS)
+        + ((tile_x.astype(np.int64) + half_x) << _TASK_Y_BITS)
+        + (tile_y.astype(np.int64) + half_y)
+    )
 
 
 def _tile_key(tile_x: np.ndarray, tile_y: np.ndarray) -> np.ndarray:
@@ -942,7 +997,7 @@ def _unique_rows(*columns: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarra
 
 
 def _distinct_per_group(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.ndarray:
-    """Number of distinct ``value`` (whole numbers as floats) in each group 0..n_groups-1."""
+    """Number of distinct ``value`` (whole numbers) in each group 0..n_groups-1."""
     if value.size == 0:
         return np.zeros(n_groups, dtype=np.int64)
     v = value.astype(np.int64)
