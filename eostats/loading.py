@@ -548,22 +548,38 @@ class TaskReader:
         mapping: PixelMap,
         native: GeoBox,
         block: GeoBox,
+        outs: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every variable's ``(day, y, x)`` stack from the native window onto the block (booleans go through uint8
-        0/255 and come back as ``> 127``, so bilinear resampling of a mask keeps its majority)."""
+        """Every variable's ``(day, y, x)`` stack from the native window onto the block, into ``outs[name]`` when
+        given. Nearest resampling moves booleans as they are; other methods take them through uint8 0/255 and back
+        as ``> 127``, so a bilinear mask keeps its majority."""
         out = {}
         method = self.plugin.resampling
+        outs = outs or {}
         for name, data in stacks.items():
             is_bool = data.dtype == bool
+            dest = outs.get(name)
+            if method == "nearest":
+                if is_bool:
+                    target = None if dest is None else dest.view(np.uint8)
+                    warped = warp_nearest(
+                        data.view(np.uint8), mapping, block.shape.yx, None, target
+                    )
+                    out[name] = warped.view(bool)
+                else:
+                    out[name] = warp_nearest(
+                        data, mapping, block.shape.yx, attrs[name].get("nodata"), dest
+                    )
+                continue
             if is_bool:
                 data = data.view(np.uint8) * np.uint8(255)
                 nodata = None
             else:
                 nodata = attrs[name].get("nodata")
-            if method == "nearest":
-                warped = warp_nearest(data, mapping, block.shape.yx, nodata)
-            elif method == "bilinear":
-                warped = warp_bilinear(data, mapping, block.shape.yx, nodata)
+            if method == "bilinear":
+                warped = warp_bilinear(
+                    data, mapping, block.shape.yx, nodata, None if is_bool else dest
+                )
             else:
                 src = xr.DataArray(
                     data,
@@ -572,7 +588,10 @@ class TaskReader:
                     attrs={"nodata": nodata},
                 )
                 warped = xr_reproject(src, block, resampling=method).values
-            out[name] = warped > 127 if is_bool else warped
+            warped = warped > 127 if is_bool else warped
+            if dest is not None and warped is not dest:
+                dest[...] = warped
+            out[name] = warped
         return out
 
     def _days_on_block(
@@ -591,13 +610,18 @@ class TaskReader:
             found, stacks, attrs = self._native_days(group, mine, native)
             if found:
                 t0 = time.thread_time()
-                per_group.append((found, self._warp(stacks, attrs, mapping, native, block)))
+                outs = None
+                index = [self._day_index[day] for day in found]
+                if len(self.groups) == 1 and index == list(range(index[0], index[-1] + 1)):
+                    # consecutive days of the only grid: straight into the block's arrays
+                    outs = {name: arrays[name][index[0] : index[-1] + 1] for name in stacks}
+                warped = self._warp(stacks, attrs, mapping, native, block, outs)
+                if len(self.groups) == 1 and outs is None:
+                    for name, values in warped.items():
+                        arrays[name][index] = values
+                per_group.append((found, warped))
                 self._count(warp=time.thread_time() - t0)
         if len(self.groups) == 1:
-            for found, warped in per_group:
-                index = [self._day_index[day] for day in found]
-                for name, values in warped.items():
-                    arrays[name][index] = values
             return
         # several native grids: fuse each day's reprojected observations on the tile, as odc-stats does
         coords = dict(xr_coords(block))

@@ -128,31 +128,35 @@ def _dilate_by_rows(mask: np.ndarray, radius: float) -> np.ndarray:
     """Disk dilation as the union over rows dy of the disk: a horizontal running maximum of
     half width w(dy), shifted by dy. Pixels beyond the array count as False.
 
-    Each image is copied into rows of whole 8-byte words (zero padded: outside is False), so the numba kernel
-    moves eight 0/1 pixels per word operation."""
+    Each image is bit-packed, 64 pixels to a word (rows zero padded: outside is False), so the numba kernel
+    moves 64 pixels per word operation."""
     widths = np.asarray(_row_half_widths(radius), dtype=np.int64)
     mask = np.asarray(mask, dtype=bool)
     *lead, ny, nx = mask.shape
-    n_words = -(-nx // 8)
+    n_words = -(-nx // 64)
     images = mask.reshape(-1, ny, nx)
     out = np.empty((images.shape[0], ny, nx), dtype=bool)
-    padded = np.zeros((ny, n_words * 8), dtype=np.uint8)
+    padded = np.zeros((ny, n_words * 64), dtype=bool)
     result = np.empty((ny, n_words), dtype=np.uint64)
     for i in range(images.shape[0]):
-        padded[:, :nx] = images[i].view(np.uint8)
-        _dilate_words(padded.view(np.uint64), widths, result)
-        out[i] = result.view(np.uint8)[:, :nx].view(bool)
+        padded[:, :nx] = images[i]
+        packed = np.packbits(padded, axis=-1, bitorder="little")
+        _dilate_words(packed.view(np.uint64), widths, result)
+        # little-endian words: byte b of a word holds pixels 8b..8b+7, as packbits wrote them
+        out[i] = np.unpackbits(result.view(np.uint8), axis=-1, count=nx, bitorder="little").view(
+            bool
+        )
     return out.reshape(mask.shape)
 
 
 @numba.njit(cache=True, nogil=True)
 def _or_shifted(src, step, out):
-    """``out[x] |= src[x + step] | src[x - step]`` on one row of 0/1 bytes packed eight to a uint64 (little
-    endian: byte j of word i is pixel 8i + j); pixels beyond the row are 0. The loops index aligned slices with
-    the loop counter alone, which LLVM vectorises (an offset index costs 4x)."""
+    """``out[x] |= src[x + step] | src[x - step]`` on one row of pixels packed 64 to a uint64 (pixel 64i + j
+    is bit j of word i); pixels beyond the row are 0. The loops index aligned slices with the loop counter
+    alone, which LLVM vectorises (an offset index costs 4x)."""
     n = src.size
-    q = step // 8
-    r = step % 8
+    q = step // 64
+    r = step % 64
     if q >= n:
         return
     if r == 0:
@@ -161,14 +165,14 @@ def _or_shifted(src, step, out):
             out[i] |= ahead[i]
             behind[i] |= src[i]
         return
-    lo = np.uint64(8 * r)
-    hi = np.uint64(64 - 8 * r)
-    # pixels x + step: word i from words i + q (high bytes) and i + q + 1 (low bytes)
+    lo = np.uint64(r)
+    hi = np.uint64(64 - r)
+    # pixels x + step: word i from words i + q (high bits) and i + q + 1 (low bits)
     a0, a1 = src[q:], src[q + 1 :]
     for i in range(n - q - 1):
         out[i] |= (a0[i] >> lo) | (a1[i] << hi)
     out[n - q - 1] |= src[n - 1] >> lo
-    # pixels x - step: word i + q + 1 from words i + 1 (low bytes) and i (high bytes)
+    # pixels x - step: word i + q + 1 from words i + 1 (low bits) and i (high bits)
     out[q] |= src[0] << lo
     b0, b1 = out[q + 1 :], src[1:]
     for i in range(n - q - 1):
@@ -177,7 +181,7 @@ def _or_shifted(src, step, out):
 
 @numba.njit(cache=True, nogil=True)
 def _dilate_words(image, widths, out):
-    """Disk dilation of one image of 0/1 bytes (rows of uint64 words): rows spread horizontally by each distinct
+    """Disk dilation of one bit-packed image (rows of uint64 words): rows spread horizontally by each distinct
     half width (spans doubled: 1 + log2(w) passes), then output row y is the OR of row y + dy spread by
     ``widths[|dy|]``."""
     ny, nw = image.shape

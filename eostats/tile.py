@@ -80,9 +80,10 @@ class TileFailure(RuntimeError):
 
 
 def _blocks(shape: tuple[int, int], size: int, column_alignment: int = 1):
-    """Spatial blocks of about ``size`` pixels square; block columns start at multiples of ``column_alignment``."""
+    """Spatial blocks of about ``size`` pixels square; block columns start at multiples of ``column_alignment``
+    (a tile no wider than ``size`` is one block column: it starts at column 0)."""
     ny, nx = shape
-    width = max(column_alignment, size // column_alignment * column_alignment)
+    width = nx if nx <= size else max(column_alignment, size // column_alignment * column_alignment)
     for y0 in range(0, ny, size):
         for x0 in range(0, nx, width):
             yield slice(y0, min(y0 + size, ny)), slice(x0, min(x0 + width, nx))

@@ -31,6 +31,11 @@ def test_blocks_start_at_multiples_of_the_alignment() -> None:
     assert starts == {0, 800, 1600, 2400}
     assert {xs.start for _, xs in _blocks((10, 1000), 256, 400)} == {0, 400, 800}
     assert {xs.start for _, xs in _blocks((10, 1000), 512)} == {0, 512}
+    # a tile no wider than the chunk size is one block column, whatever the alignment
+    assert [(ys, xs) for ys, xs in _blocks((2048, 1024), 1024, 400)] == [
+        (slice(0, 1024), slice(0, 1024)),
+        (slice(1024, 2048), slice(0, 1024)),
+    ]
 
 
 def test_geomad_start_with_odc_stats_work_width_does_not_depend_on_chunking() -> None:

@@ -106,6 +106,23 @@ def test_bilinear_float_and_no_nodata(scene) -> None:
     assert np.mean((ours_m > 127) == (ref_m > 127)) >= 0.999
 
 
+def test_warps_write_into_a_given_array(scene) -> None:
+    """``out=``: the result lands in the caller's array (a slice of a block's stack), the same as without it;
+    an array that cannot take it is refused rather than written to a copy."""
+    src, src_box, dst_box = scene
+    mapping = pixel_map(src_box, dst_box)
+    stack = np.stack([src, src[::-1].copy()])
+    block = np.zeros((4, *dst_box.shape.yx), dtype=src.dtype)
+    for warp in (warp_bilinear, warp_nearest):
+        returned = warp(stack, mapping, dst_box.shape.yx, -999, out=block[1:3])
+        np.testing.assert_array_equal(block[1:3], warp(stack, mapping, dst_box.shape.yx, -999))
+        assert np.shares_memory(returned, block) and not block[0].any() and not block[3].any()
+        with pytest.raises(ValueError, match="C-contiguous"):
+            warp(stack, mapping, dst_box.shape.yx, -999, out=block[1:3, :, ::-1])
+        with pytest.raises(ValueError, match="shape"):
+            warp(stack, mapping, dst_box.shape.yx, -999, out=block)
+
+
 def test_whole_pixel_shift_is_a_copy() -> None:
     src = np.arange(20, dtype=np.int16).reshape(4, 5)
     src_box = GeoBox((4, 5), Affine(30, 0, 600000, 0, -30, 7000000), "EPSG:32755")

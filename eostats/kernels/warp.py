@@ -289,15 +289,33 @@ def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:
     return src, fill, has_nodata
 
 
-def _shifted(src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], fill) -> np.ndarray:
+def _shifted(
+    src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], fill, out: np.ndarray | None
+) -> np.ndarray:
     row, col = mapping.shift
-    out = np.full((src.shape[0], *out_shape), fill, dtype=src.dtype)
+    if out is None:
+        out = np.empty((src.shape[0], *out_shape), dtype=src.dtype)
+    out[...] = fill
     h, w = src.shape[-2:]
     r0, c0 = max(0, -row), max(0, -col)
     r1, c1 = min(out_shape[0], h - row), min(out_shape[1], w - col)
     if r1 > r0 and c1 > c0:
         out[:, r0:r1, c0:c1] = src[:, r0 + row : r1 + row, c0 + col : c1 + col]
     return out
+
+
+def _output(stack: np.ndarray, out_shape: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
+    """``out`` checked as the destination of ``stack`` (shape, dtype, C order), else a new array."""
+    shape = (stack.shape[0], *out_shape)
+    if out is None:
+        return np.empty(shape, dtype=stack.dtype)
+    if out.size != stack.shape[0] * out_shape[0] * out_shape[1] or out.dtype != stack.dtype:
+        raise ValueError(
+            f"out must be a {stack.dtype} array of shape {shape}, got {out.dtype} {out.shape}"
+        )
+    if not out.flags.c_contiguous:  # a reshaped copy would take the result and drop it
+        raise ValueError("out must be C-contiguous")
+    return out.reshape(shape)
 
 
 def _as_stack(src: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -309,32 +327,41 @@ def _as_stack(src: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def warp_nearest(
-    src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], nodata
+    src: np.ndarray,
+    mapping: PixelMap,
+    out_shape: tuple[int, int],
+    nodata,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Nearest-neighbour resampling of ``src`` (``(y, x)`` or a stack ``(k, y, x)`` on ``mapping``'s source grid)
-    to ``out_shape`` (``(ny, nx)``; stacks keep their first axis); see the module docstring."""
+    to ``out_shape`` (``(ny, nx)``; stacks keep their first axis), into ``out`` when given (a ``(k, ny, nx)``
+    C-contiguous array of ``src``'s dtype); see the module docstring."""
     src, fill, has_nodata = _prepare(src, nodata)
     stack, single = _as_stack(src)
+    dest = _output(stack, out_shape, out)
     if mapping.shift is not None:
-        out = _shifted(stack, mapping, out_shape, fill)
+        _shifted(stack, mapping, out_shape, fill, dest)
     else:
-        out = np.empty((stack.shape[0], *out_shape), dtype=src.dtype)
         flat = stack.reshape(stack.shape[0], -1)
-        _nearest(flat, mapping.centre, fill, has_nodata, out.reshape(stack.shape[0], -1))
-    return out[0] if single else out
+        _nearest(flat, mapping.centre, fill, has_nodata, dest.reshape(stack.shape[0], -1))
+    return dest[0] if single else dest
 
 
 def warp_bilinear(
-    src: np.ndarray, mapping: PixelMap, out_shape: tuple[int, int], nodata
+    src: np.ndarray,
+    mapping: PixelMap,
+    out_shape: tuple[int, int],
+    nodata,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """GDAL-style 4-sample bilinear resampling of ``src`` (``(y, x)`` or ``(k, y, x)``) to ``out_shape``; see the
-    module docstring."""
+    """GDAL-style 4-sample bilinear resampling of ``src`` (``(y, x)`` or ``(k, y, x)``) to ``out_shape``, into
+    ``out`` when given (as :func:`warp_nearest`); see the module docstring."""
     src, fill, has_nodata = _prepare(src, nodata)
     stack, single = _as_stack(src)
+    dest = _output(stack, out_shape, out)
     if mapping.shift is not None:
-        out = _shifted(stack, mapping, out_shape, fill)
-        return out[0] if single else out
-    out = np.empty((stack.shape[0], *out_shape), dtype=src.dtype)
+        _shifted(stack, mapping, out_shape, fill, dest)
+        return dest[0] if single else dest
     is_int = src.dtype.kind in "iu"
     if is_int:
         info = np.iinfo(src.dtype)
@@ -351,6 +378,6 @@ def warp_bilinear(
         is_int,
         lo,
         hi,
-        out.reshape(stack.shape[0], -1),
+        dest.reshape(stack.shape[0], -1),
     )
-    return out[0] if single else out
+    return dest[0] if single else dest
