@@ -876,9 +876,9 @@ class _TaskBinner:
         del m_rank
 
         offsets = np.array([self.offsets[(x, y)] for _, x, y in keys], dtype=np.int64)[order]
-        days_utc = _distinct_per_group(m_task, np.concatenate(self.utc_days)[m_data], n_tasks)
-        days_solar = _distinct_per_group(m_task, m_day, n_tasks)
         bounds = np.searchsorted(m_task, np.arange(n_tasks + 1))
+        days_utc = _distinct_per_task(m_task, np.concatenate(self.utc_days)[m_data], bounds)
+        days_solar = _distinct_per_task(m_task, m_day, bounds)
         del m_task, m_day
         id_bytes = self.ids
         lengths = np.fromiter(map(len, id_bytes), np.int64, n_ids)
@@ -994,6 +994,29 @@ def _unique_rows(*columns: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarra
         keys, part = np.divmod(keys, span)
         parts.append((part + low).tolist())
     return list(zip(*reversed(parts), strict=True)), inverse.ravel()
+
+
+_DENSE_CELLS = 2**26
+
+
+def _distinct_per_task(task: np.ndarray, value: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Number of distinct ``value`` (whole numbers) of each task 0..n-1; ``task`` sorted, every task present,
+    task i at ``bounds[i]:bounds[i + 1]``.
+
+    A task's values (days) usually span less than a period, so one flag per task and day since the task's first
+    one (a table of tasks x widest span) counts them without sorting.
+    """
+    n = bounds.size - 1
+    if value.size == 0:
+        return np.zeros(n, dtype=np.int64)
+    value = value.astype(np.int64)
+    low = np.minimum.reduceat(value, bounds[:-1])
+    width = int((np.maximum.reduceat(value, bounds[:-1]) - low).max()) + 1
+    if n * width > _DENSE_CELLS:
+        return _distinct_per_group(task, value, n)
+    seen = np.zeros(n * width, dtype=bool)
+    seen[task * width + (value - low[task])] = True
+    return seen.reshape(n, width).sum(axis=1)
 
 
 def _distinct_per_group(group: np.ndarray, value: np.ndarray, n_groups: int) -> np.ndarray:
@@ -1155,17 +1178,20 @@ def _read_as_is(item: Any) -> bool:
     """Whether ``eostats.sources`` leaves the item's JSON as it is: it has ``links`` and every href is absolute."""
     from eostats.sources import _is_url
 
-    if not isinstance(item, dict) or not isinstance(item.get("links"), list):
+    if not isinstance(item, dict) or not isinstance(links := item.get("links"), list):
         return False
-    for entry in (*item["links"], *(item.get("assets") or {}).values()):
-        if isinstance(entry, dict) and "href" in entry:
-            href = entry["href"]
-            if not isinstance(href, str):
-                return False
-            # the common schemes by prefix (a tuple startswith is ~10x cheaper than the URL pattern)
-            if not (href.startswith(_ABSOLUTE_PREFIXES) or _is_url(href)):
-                return False
+    for entries in (links, (item.get("assets") or {}).values()):
+        for entry in entries:
+            if isinstance(entry, dict) and (href := entry.get("href", _NO_HREF)) is not _NO_HREF:
+                if not isinstance(href, str):
+                    return False
+                # the common schemes by prefix (a tuple startswith is ~10x cheaper than the URL pattern)
+                if not (href.startswith(_ABSOLUTE_PREFIXES) or _is_url(href)):
+                    return False
     return True
+
+
+_NO_HREF = object()
 
 
 _YEAR_ONE = np.datetime64("0001-01-01T00:00:00", "us")
@@ -1231,11 +1257,19 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
             error = (f"{_WHERE}: invalid JSON: {err}", number)
             break
         as_is = _read_as_is(item)
-        try:
-            item = _checked(item, where=_WHERE, base=base, hrefs_absolute=as_is)
-        except SourceError as err:
-            error = (str(err), number)
-            break
+        properties = item.get("properties") if as_is else None
+        if not (  # what _checked checks, when it would leave the item as it is
+            type(properties) is dict
+            and item.get("type") == "Feature"
+            and item.get("id")
+            and properties.get("datetime")
+            and item.get("geometry")
+        ):
+            try:
+                item = _checked(item, where=_WHERE, base=base, hrefs_absolute=as_is)
+            except SourceError as err:
+                error = (str(err), number)
+                break
         k = len(ids)
         item_id = item["id"]
         product = item.get("collection")

@@ -17,11 +17,13 @@ import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 from odc.geo.geom import Geometry
 from pyproj import Transformer
 
+import eostats.cache as cache_module
 from eostats.cache import (
     SCHEMA_VERSION,
     DatasetCache,
@@ -317,6 +319,20 @@ def test_convex_footprints_equal_the_grid_method() -> None:
         assert fast == slow, spec
         assert sum(len(t) for t in fast) > 1000
     assert fast[3] == slow[3] and len(fast[3]) > 1
+
+
+def test_distinct_days_per_task_by_table_and_by_sorting(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    values = [[rng.randrange(1000, 1400) for _ in range(rng.randrange(1, 30))] for _ in range(200)]
+    values[7] = [5, 5, 5]
+    values[8] = [-3, 9000, -3, 12]  # a wide span
+    task = np.repeat(np.arange(len(values)), [len(v) for v in values])
+    flat = np.array([d for v in values for d in v])
+    bounds = np.searchsorted(task, np.arange(len(values) + 1))
+    expected = [len(set(v)) for v in values]
+    assert cache_module._distinct_per_task(task, flat, bounds).tolist() == expected
+    monkeypatch.setattr(cache_module, "_DENSE_CELLS", 0)  # the sorting path
+    assert cache_module._distinct_per_task(task, flat, bounds).tolist() == expected
 
 
 def test_tile_range_setting_restricts_tasks(tmp_path: Path) -> None:
