@@ -426,7 +426,6 @@ class TaskReader:
         fill = info.nodata if info.nodata is not None else 0
         if out is None:
             out = np.empty(gbox.shape.yx, dtype=info.dtype)
-        out[...] = fill
         src, crs = self._dataset(obs, band)
         try:
             t, g = src.transform, gbox.transform
@@ -443,6 +442,7 @@ class TaskReader:
             )
             if not aligned:
                 # another pixel grid (e.g. a 20 m band among 10 m ones): nearest, as odc-stac reads it
+                out[...] = fill
                 warped = np.full(gbox.shape.yx, fill, dtype=info.dtype)
                 reproject(
                     rasterio.band(src, 1),
@@ -458,11 +458,12 @@ class TaskReader:
             ny, nx = out.shape
             c0, r0 = max(0, col), max(0, row)
             c1, r1 = min(src.width, col + nx), min(src.height, row + ny)
+            if not (c0 == col and r0 == row and c1 == col + nx and r1 == row + ny):
+                out[...] = fill  # the window reaches beyond the raster
             if c1 > c0 and r1 > r0:
                 window = Window(c0, r0, c1 - c0, r1 - r0)
-                out[r0 - row : r1 - row, c0 - col : c1 - col] = src.read(1, window=window).astype(
-                    info.dtype, copy=False
-                )
+                # decoded straight into the stack (the dtype was checked when the file was opened)
+                src.read(1, window=window, out=out[r0 - row : r1 - row, c0 - col : c1 - col])
         except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
             # a truncated or corrupt file opens (its header is intact) and fails on the pixels
             raise InputDataError(
