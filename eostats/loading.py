@@ -50,6 +50,9 @@ from eostats.plugins.base import StatsPlugin
 DAYS_PER_BATCH = 4
 """Solar days decoded and masked together by one reading thread."""
 
+RESAMPLING_MARGIN = 4
+"""Native pixels decoded beyond the tile's footprint for bands whose neighbourhood does not enter the masking."""
+
 GDAL_CACHE_BYTES = 256 * 2**20
 """GDAL's block cache while a :class:`TaskReader` runs, unless ``GDAL_CACHEMAX`` is set in the environment."""
 
@@ -312,6 +315,7 @@ class TaskReader:
         self.tile = tile
         self.plugin = plugin
         self.bands = list(plugin.input_bands)
+        self._context_bands = set(plugin.context_bands)
         self.groups = self._group(items)
         self.days = np.array(
             sorted({d for g in self.groups for d in g.days}), dtype="datetime64[D]"
@@ -474,6 +478,25 @@ class TaskReader:
             ) from None
         return out
 
+    def _fill(self, band: str) -> Any:
+        nodata = self.band_info[band].nodata
+        return nodata if nodata is not None else 0
+
+    def _inner_window(self, band: str, gbox: GeoBox) -> tuple[slice, slice] | None:
+        """The part of the native window worth decoding for a band outside the plugin's ``context_bands``: the
+        tile plus :data:`RESAMPLING_MARGIN` pixels (GDAL's nearest and bilinear rules reach one pixel beyond the
+        footprint of the destination pixel centres). None: decode the whole window."""
+        inset = self.plugin.native_buffer_pixels - RESAMPLING_MARGIN
+        if (
+            band in self._context_bands
+            or self.plugin.resampling not in ("nearest", "bilinear")
+            or inset <= 0
+            or min(gbox.shape.yx) <= 2 * inset
+        ):
+            return None
+        ny, nx = gbox.shape.yx
+        return slice(inset, ny - inset), slice(inset, nx - inset)
+
     def _as_dataset(self, arrays: dict[str, xr.DataArray], gbox: GeoBox, times) -> xr.Dataset:
         coords = dict(xr_coords(gbox))
         coords["time"] = np.asarray(times)
@@ -512,8 +535,14 @@ class TaskReader:
         arrays = {}
         for band in self.bands:
             stack = np.empty((len(observations), *gbox.shape.yx), dtype=self.band_info[band].dtype)
+            inner = self._inner_window(band, gbox)
             for i, obs in enumerate(observations):
-                self._read_band(obs, band, gbox, out=stack[i])
+                if inner is None:
+                    self._read_band(obs, band, gbox, out=stack[i])
+                    continue
+                ys, xs = inner
+                _fill_ring(stack[i], ys, xs, self._fill(band))
+                self._read_band(obs, band, gbox[ys, xs], out=stack[i][ys, xs])
             arrays[band] = xr.DataArray(
                 stack, dims=("time", "y", "x"), attrs={"nodata": self.band_info[band].nodata}
             )
@@ -728,6 +757,14 @@ class TaskReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fill_ring(image: np.ndarray, ys: slice, xs: slice, fill: Any) -> None:
+    """``fill`` in ``image`` outside ``image[ys, xs]``."""
+    image[: ys.start] = fill
+    image[ys.stop :] = fill
+    image[ys, : xs.start] = fill
+    image[ys, xs.stop :] = fill
 
 
 def _may_overlap(item: pystac.Item, band: str, window: Any) -> bool:

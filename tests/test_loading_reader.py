@@ -276,3 +276,32 @@ def test_lazy_load_task_equals_blocks(task_items) -> None:
     for name in block.data_vars:
         np.testing.assert_array_equal(whole[name].values[:, 100:200], block[name].values)
     assert math.isclose(float(whole["valid"].sum()), float(whole["valid"].values.sum()))
+
+
+def test_bands_without_context_are_decoded_around_the_tile_only(task_items) -> None:
+    """gm-ls buffers only its fmask clouds: the reader decodes its other bands on a window a few pixels around the
+    tile instead of the whole buffered one, and the observations are identical to decoding everything."""
+    items, tile = task_items
+    config = {
+        "cloud_filters": {"cloud": [["opening", 3], ["dilation", 6]], "shadow": [["dilation", 6]]}
+    }
+    plugin = resolve_plugin("gm-ls", config)
+    assert plugin.context_bands == ["oa_fmask"]
+    everything = resolve_plugin(
+        "gm-ls", config
+    )  # its reader decodes every band on the whole window
+    with TaskReader(items, tile, plugin, threads=2) as reader:
+        native = reader.groups[0]
+        gbox = native_geobox(
+            tile, native.crs, native.resolution, native.phase, plugin.native_buffer_pixels
+        )
+        ys, xs = reader._inner_window("nbart_red", gbox)
+        assert ys.start == xs.start == plugin.native_buffer_pixels - 4
+        assert reader._inner_window("oa_fmask", gbox) is None
+        inner = reader.read(slice(0, None), slice(0, None))
+    with TaskReader(items, tile, everything, threads=2) as reader:
+        reader._context_bands = set(everything.input_bands)
+        whole = reader.read(slice(0, None), slice(0, None))
+    for name in whole.data_vars:
+        np.testing.assert_array_equal(inner[name].values, whole[name].values, err_msg=name)
+    assert (inner["nbart_red"].values != -999).sum() > 10_000  # not a comparison of nodata only

@@ -73,6 +73,13 @@ class StatsPlugin:
         """Native pixels loaded around the tile so masking and resampling see their neighbourhood."""
         return 10
 
+    @property
+    def context_bands(self) -> list[str]:
+        """Input bands whose neighbourhood (``native_buffer_pixels``) enters the masking, e.g. through morphology.
+        With nearest or bilinear resampling, the reader decodes the other bands only a few pixels around the tile
+        (nodata beyond): their pixels there cannot reach the result. Default: every input band."""
+        return list(self.input_bands)
+
     # -- the steps ------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         """Mask on native pixels; the default keeps the data as loaded."""

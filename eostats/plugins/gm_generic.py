@@ -164,6 +164,12 @@ class GeomedianGeneric(StatsPlugin):
     def native_buffer_pixels(self) -> int:
         return 10 + (self.mask.buffer_pixels if self.mask else 0)
 
+    @property
+    def context_bands(self) -> list[str]:
+        # only the class band's clouds are buffered by morphology; contiguity and the bands themselves are
+        # masked pixel by pixel
+        return [self.mask.band] if self.mask else []
+
     # -- steps ----------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         bad = self.mask.bad(xx) if self.mask else None

@@ -99,6 +99,10 @@ class GeomedianLandsatBitmask(GeomedianGeneric):
     def native_buffer_pixels(self) -> int:
         return 10 + self.bitmask.buffer_pixels
 
+    @property
+    def context_bands(self) -> list[str]:
+        return list(self.bitmask.input_bands)  # the cloud flags are cleaned by morphology
+
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         good = self.bitmask.keep(xx)
         for band in self.bands:
