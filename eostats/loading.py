@@ -46,6 +46,7 @@ from rasterio.windows import Window
 
 from eostats.kernels.warp import PixelMap, pixel_map, warp_bilinear, warp_nearest
 from eostats.plugins.base import StatsPlugin
+from eostats.plugins.tools import SCRATCH_INPUTS
 
 DAYS_PER_BATCH = 4
 """Solar days decoded and masked together by one reading thread."""
@@ -548,7 +549,10 @@ class TaskReader:
             )
         t1 = time.thread_time()
         times = np.array([np.datetime64(obs.time, "ns") for obs in observations])
-        masked = self.plugin.native_transform(self._as_dataset(arrays, gbox, times))
+        decoded = self._as_dataset(arrays, gbox, times)
+        decoded.attrs[SCRATCH_INPUTS] = True  # dropped after masking: the plugin may overwrite them
+        masked = self.plugin.native_transform(decoded)
+        del decoded
         masked = masked.compute(scheduler="synchronous")
         del arrays
         t2 = time.thread_time()

@@ -191,3 +191,8 @@ def test_class_lookup_and_erase_equal_isin_and_where(dtype) -> None:
     assert erased.dtype == dtype and erased.attrs == {"nodata": 5}
     np.testing.assert_array_equal(erased.values, np.where(bad.values, 5, values))
     assert band.values[bad.values].size and not np.array_equal(band.values, erased.values)
+    # in place: the input's own values are overwritten, and they are the result's
+    scratch = band.copy(deep=True)
+    overwritten = erase(scratch, bad, 5, in_place=True)
+    np.testing.assert_array_equal(scratch.values, erased.values)
+    assert np.shares_memory(overwritten.values, scratch.values)

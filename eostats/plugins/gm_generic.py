@@ -28,7 +28,7 @@ from eostats.kernels.gpu import (  # the CPU or GPU kernel, as the tile's backen
 )
 from eostats.plugins import register
 from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin, check_mapping
-from eostats.plugins.tools import ClassMask, band_nodata, erase
+from eostats.plugins.tools import SCRATCH_INPUTS, ClassMask, band_nodata, erase
 
 DEFAULT_AUX_NAMES = {"smad": "smad", "emad": "emad", "bcmad": "bcmad", "count": "count"}
 _KERNEL_DTYPES = (np.dtype("int16"), np.dtype("uint16"), np.dtype("float32"))
@@ -173,14 +173,19 @@ class GeomedianGeneric(StatsPlugin):
     # -- steps ----------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         bad = self.mask.bad(xx) if self.mask else None
+        scratch = bool(
+            xx.attrs.get(SCRATCH_INPUTS)
+        )  # the tile reader's own decoded arrays: no copies
         out = {}
         for band in self.bands:
             var = xx[band]
             nodata = band_nodata(var, self.output_nodata)
             out[band] = (
-                erase(var, bad, nodata) if bad is not None else var.assign_attrs(nodata=nodata)
+                erase(var, bad, nodata, in_place=scratch)
+                if bad is not None
+                else var.assign_attrs(nodata=nodata)
             )
-        return xr.Dataset(out, attrs=xx.attrs)
+        return xr.Dataset(out, attrs={k: v for k, v in xx.attrs.items() if k != SCRATCH_INPUTS})
 
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
         result = self.geomedian(xx)

@@ -342,13 +342,22 @@ class BitMask:
         return ~self.keep(xx) | self.clouds(xx)
 
 
-def erase(var: xr.DataArray, bad: xr.DataArray, nodata: Any) -> xr.DataArray:
-    """``var`` with ``nodata`` where ``bad``; dtype and attrs kept, ``attrs["nodata"]`` set."""
+SCRATCH_INPUTS = "eostats:scratch_inputs"
+"""Dataset attribute set by the tile reader on the freshly decoded observations it hands to ``native_transform``
+and then drops: a plugin may overwrite them (:func:`erase` with ``in_place``) instead of copying."""
+
+
+def erase(
+    var: xr.DataArray, bad: xr.DataArray, nodata: Any, *, in_place: bool = False
+) -> xr.DataArray:
+    """``var`` with ``nodata`` where ``bad``; dtype and attrs kept, ``attrs["nodata"]`` set. ``in_place``: ``var``'s
+    own in-memory values are overwritten (only for inputs nobody else reads: :data:`SCRATCH_INPUTS`)."""
     if _in_memory(var) and _in_memory(bad) and var.shape == bad.shape and var.dims == bad.dims:
-        # a tile block's observations: one copy and a masked fill instead of where's broadcast and cast
+        # a tile block's observations: one masked fill instead of where's broadcast and cast
         values = np.ascontiguousarray(var.values)
         flags = np.ascontiguousarray(bad.values, dtype=bool)
-        erased = np.empty_like(values)
+        reuse = in_place and values is var.values and values.flags.writeable
+        erased = values if reuse else np.empty_like(values)
         fill = np.asarray(nodata).astype(values.dtype)[()]
         _fill_where(values.reshape(-1), flags.reshape(-1), fill, erased.reshape(-1))
         return var.copy(data=erased).assign_attrs(nodata=nodata)
