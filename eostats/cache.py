@@ -1098,7 +1098,9 @@ class NdjsonItems:
         return max(1, self.workers if self.workers is not None else (os.cpu_count() or 1))
 
 
-_CHUNK_BYTES = 4 * 2**20  # per worker task: ~1 500 items of 3 KB
+_CHUNK_BYTES = (
+    8 * 2**20
+)  # per worker task: ~2 500 items of 3 KB (fewer per-chunk numpy calls in both processes)
 _WHERE = "\x00where\x00"  # placeholder for "file:line" in a worker's error message
 _worker_tiler: _FootprintTiler | None = None
 _worker_codec: DocCodec | None = None
@@ -1295,7 +1297,7 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
             docs.append(None)
             continue
         ids.append(item_id)
-        if not isinstance(item.get("geometry"), Mapping):
+        if type(geometry := item.get("geometry")) is not dict and not isinstance(geometry, Mapping):
             reasons[k] = "no geometry"
             docs.append(None)
             continue
