@@ -32,3 +32,10 @@ rule all:
     input:
         final_targets,
     localrule: True
+
+
+# What parsing made (the imported modules, the rules) lives as long as Snakemake does: moved out of the cyclic
+# collector's reach, so that its full passes while the DAG grows (tens of thousands of jobs) scan only the jobs.
+import gc
+
+gc.freeze()

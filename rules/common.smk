@@ -1,11 +1,13 @@
 # Config validation, the run's paths, and the input functions shared by the rules.
 
+import inspect
 import json
 import os
 import sys
 from functools import cache
 from pathlib import Path
 
+from snakemake.common import overwrite_function_params
 from snakemake.exceptions import WorkflowError
 
 from eostats.cache import DatasetCache
@@ -157,16 +159,28 @@ def task_of(wildcards):
     return TaskId(wildcards.period, int(wildcards.x), int(wildcards.y))
 
 
+def per_job_function(func):
+    """`func`, with its parameters told to Snakemake once: Snakemake otherwise reads a per-job function's signature
+    (inspect.signature) twice at every call, which costs more than the functions below (planning 50 000 tiles).
+    Its own mechanism, as its path helpers (subpath, prepend) use."""
+    overwrite_function_params(func, inspect.signature(func).parameters)
+    return func
+
+
 @cache
 def _dataset_hashes(cache_path, mtime):
     return DatasetCache.open(cache_path).dataset_hashes(exclude=RUN.excluded_datasets)
 
 
+_CACHE_PATH = str(RUN.cache)
+
+
+@per_job_function
 def dataset_hash(wildcards):
     """The task's dataset list fingerprint, excluded datasets left out: a tile re-runs when its datasets change
     (new scenes, an excluded id), not when the cache file does."""
-    path = local_copy(RUN.cache)
-    hashes = _dataset_hashes(str(path), path.stat().st_mtime_ns)
+    path = str(local_copy(_CACHE_PATH)) if STORAGE_PREFIX else _CACHE_PATH
+    hashes = _dataset_hashes(path, os.stat(path).st_mtime_ns)
     task = task_of(wildcards)
     if task not in hashes:
         raise WorkflowError(f"task {task} is not in the dataset cache {path}")
@@ -189,18 +203,24 @@ def tile_url_param():
     return lambda wildcards: storage_url_of(RUN.tile_dir(task_of(wildcards)))
 
 
+@per_job_function
 def tile_group(wildcards):
     """The tile's group on a cluster, where `group-components: {tiles: N}` puts N tiles in one pod or job.
 
     Consecutive tasks of the run share a group id, N per id, fixed here rather than left to Snakemake's chunking of
     connected components: that chunking merges already merged groups again when a run resumes after the task-list
     checkpoint (snakemake#1628), and one pod would get every tile.
+
+    Without `group-components: {tiles: N}`: no group, plain tile jobs (Slurm job arrays need them). The group
+    settings are known only once jobs are made, not when the rules are parsed, so the first call decides: it sets
+    the tile rule's group to None, because Snakemake does not remember a None group and would otherwise call this
+    function again at each of its several look-ups of every job's group.
     """
-    size = max(1, int(workflow.group_settings.group_components.get(TILE_GROUP, 1)))
-    if size == 1 and TILE_GROUP not in workflow.group_settings.group_components:
-        return (
-            None  # no grouping asked for: plain tile jobs (Slurm job arrays need them)
-        )
+    components = workflow.group_settings.group_components
+    if TILE_GROUP not in components:
+        workflow.get_rule("tile").group = None
+        return None
+    size = max(1, int(components[TILE_GROUP]))
     csv_path = local_copy(RUN.task_csv)
     position = _task_positions(str(csv_path), csv_path.stat().st_mtime_ns).get(
         task_of(wildcards)
