@@ -731,11 +731,7 @@ class _TaskBinner:
     def offsets_of(self, tile_x: np.ndarray, tile_y: np.ndarray) -> np.ndarray:
         """Solar offset (whole hours) of each tile ``(tile_x[i], tile_y[i])``."""
         key = _tile_key(tile_x, tile_y)
-        pos = np.searchsorted(self.tile_keys, key)
-        if self.tile_keys.size:
-            known = self.tile_keys[np.minimum(pos, self.tile_keys.size - 1)] == key
-        else:
-            known = np.zeros(key.shape, dtype=bool)
+        pos, known = _find_sorted(self.tile_keys, key)
         if not known.all():
             for k in np.unique(key[~known]).tolist():
                 self.tile_offset((k >> 32, (k & 0xFFFFFFFF) - 2**31))
@@ -775,11 +771,7 @@ class _TaskBinner:
 
     def task_numbers_of(self, key: np.ndarray) -> np.ndarray:
         """Task number of each task key, numbering new tasks."""
-        pos = np.searchsorted(self.task_keys, key)
-        if self.task_keys.size:
-            known = self.task_keys[np.minimum(pos, self.task_keys.size - 1)] == key
-        else:
-            known = np.zeros(key.shape, dtype=bool)
+        pos, known = _find_sorted(self.task_keys, key)
         if not known.all():
             new = np.unique(key[~known])
             numbers = np.arange(self.task_keys.size, self.task_keys.size + new.size)
@@ -919,6 +911,14 @@ def _task_key(code: np.ndarray, tile_x: np.ndarray, tile_y: np.ndarray) -> np.nd
         + ((tile_x.astype(np.int64) + half_x) << _TASK_Y_BITS)
         + (tile_y.astype(np.int64) + half_y)
     )
+
+
+def _find_sorted(sorted_keys: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Insertion positions of ``key`` in ``sorted_keys`` and whether each key is there."""
+    pos = np.searchsorted(sorted_keys, key)
+    if not sorted_keys.size:
+        return pos, np.zeros(key.shape, dtype=bool)
+    return pos, sorted_keys[np.minimum(pos, sorted_keys.size - 1)] == key
 
 
 def _tile_key(tile_x: np.ndarray, tile_y: np.ndarray) -> np.ndarray:

@@ -132,7 +132,7 @@ def _dilate_by_rows(mask: np.ndarray, radius: float) -> np.ndarray:
     moves 64 pixels per word operation."""
     widths = np.asarray(_row_half_widths(radius), dtype=np.int64)
     mask = np.asarray(mask, dtype=bool)
-    *lead, ny, nx = mask.shape
+    ny, nx = mask.shape[-2:]
     n_words = -(-nx // 64)
     images = mask.reshape(-1, ny, nx)
     out = np.empty((images.shape[0], ny, nx), dtype=bool)
