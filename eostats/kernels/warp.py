@@ -24,7 +24,8 @@ pick the other neighbour where GDAL's approximation would not. Coordinates are i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -52,15 +53,20 @@ class PixelMap:
     shift: tuple[int, int] | None = None
     _centre: np.ndarray | None = None
     _taps: tuple[np.ndarray, ...] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def centre(self) -> np.ndarray:
         """int64 ``(ny * nx)``: flat source index of the pixel holding each centre, -1 outside the source."""
-        if self._centre is None:
-            self._centre = np.empty(self.sx.size, dtype=np.int64)
-            _centre_index(
-                self.sx.ravel(), self.sy.ravel(), self.src_shape[0], self.src_shape[1], self._centre
-            )
+        with (
+            self._lock
+        ):  # the reading threads warp with one map: one computes it, the others wait for it
+            if self._centre is None:
+                centre = np.empty(self.sx.size, dtype=np.int64)
+                _centre_index(
+                    self.sx.ravel(), self.sy.ravel(), self.src_shape[0], self.src_shape[1], centre
+                )
+                self._centre = centre
         return self._centre
 
     @property
@@ -69,6 +75,10 @@ class PixelMap:
         ``(centre, corner, flags, rx, ry)``: int32 flat index of the pixel under the centre (-1 outside), int32
         flat index of the upper-left sample (clamped into the source), uint8 bits (upper-left, upper-right,
         lower-right, lower-left sample inside the source; next column; next row) and the float64 fractions."""
+        with self._lock:
+            return self._taps_locked()
+
+    def _taps_locked(self) -> tuple[np.ndarray, ...]:
         if self._taps is None:
             n = self.sx.size
             taps = (
