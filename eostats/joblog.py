@@ -27,7 +27,10 @@ def job_logging(log_path: str | Path | None, name: str) -> Iterator[logging.Logg
     else:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
     )
     logging.captureWarnings(True)
     logging.getLogger("rasterio._env").addFilter(_DropKnownGdalNoise())

@@ -44,6 +44,7 @@ from rasterio.env import set_gdal_config
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
+from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe
 from eostats.kernels.warp import PixelMap, pixel_map, warp_bilinear, warp_nearest
 from eostats.plugins.base import StatsPlugin
 from eostats.plugins.tools import SCRATCH_INPUTS
@@ -716,6 +717,72 @@ class TaskReader:
             for name in self.variables
         }
         return xr.Dataset(data_vars, coords=coords)
+
+    @property
+    def counts_natively(self) -> ClearCountRecipe | None:
+        """The plugin's :attr:`~eostats.plugins.base.StatsPlugin.clear_count_recipe` when its counts can be summed
+        on the native pixels and reprojected once (:meth:`count`): one native grid, nearest resampling (a sum of
+        gathered values is the gathered sum; a day seen in several grids would be fused on the tile first) and an
+        8- or 16-bit integer class band. None otherwise."""
+        recipe = self.plugin.clear_count_recipe
+        if recipe is None or len(self.groups) != 1 or self.plugin.resampling != "nearest":
+            return None
+        dtype = self.band_info[recipe.band].dtype
+        return recipe if dtype.kind in "iu" and dtype.itemsize <= 2 else None
+
+    def count(self, ys: slice, xs: slice) -> dict[str, np.ndarray]:
+        """The plugin's clear counts on the block ``tile[ys, xs]`` (requires :attr:`counts_natively`): every day
+        classified, fused, cleaned and counted on the native window by the reading threads (one counter each),
+        the summed counts then reprojected. Returns ``{name: uint16 (y, x)}``."""
+        recipe = self.counts_natively
+        if recipe is None:
+            raise ValueError("this task's counts cannot be summed on native pixels")
+        block = self.tile[ys, xs]
+        (group,) = self.groups
+        native = native_geobox(
+            block, group.crs, group.resolution, group.phase, self.plugin.native_buffer_pixels
+        )
+        dtype = self.band_info[recipe.band].dtype
+        window = native.boundingbox
+        days = iter(sorted(group.days))
+        take = threading.Lock()
+
+        def next_day() -> np.datetime64 | None:
+            with take:
+                return next(days, None)
+
+        def count_days() -> ClearCounter:
+            counter = ClearCounter(recipe, native.shape.yx, dtype)
+            scratch = np.empty(native.shape.yx, dtype=dtype)
+            decode = classify = 0.0
+            while (day := next_day()) is not None:
+                for obs in group.days[day]:
+                    if not _may_overlap(obs.item, recipe.band, window):
+                        continue
+                    t0 = time.thread_time()
+                    self._read_band(obs, recipe.band, native, out=scratch)
+                    t1 = time.thread_time()
+                    counter.add_observation(scratch)
+                    decode += t1 - t0
+                    classify += time.thread_time() - t1
+                t0 = time.thread_time()
+                counter.end_day()
+                classify += time.thread_time() - t0
+            self._count(decode=decode, count=classify)
+            return counter
+
+        jobs = [self._pool.submit(count_days) for _ in range(self._threads)]
+        counters = [job.result() for job in jobs]
+        t0 = time.thread_time()
+        total = counters[0]
+        for other in counters[1:]:
+            total.merge(other)
+        counts = total.counts()
+        mapping = pixel_map(native, block)
+        stack = np.stack([counts[name] for name in recipe.names])
+        warped = warp_nearest(stack, mapping, block.shape.yx, None)
+        self._count(warp=time.thread_time() - t0)
+        return dict(zip(recipe.names, warped, strict=True))
 
     def lazy(self, chunk_size: int) -> xr.Dataset:
         """Every block as one dask task: a lazy Dataset of the whole tile, chunked ``chunk_size`` pixels."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
@@ -30,6 +31,8 @@ from scipy import ndimage
 __all__ = [
     "FMASK_CLASSES",
     "MORPHOLOGY_OPS",
+    "PackedLayout",
+    "cleanup_packed",
     "cleanup_depth",
     "enum_to_bool",
     "mask_cleanup",
@@ -214,6 +217,54 @@ def _dilate_words(image, widths, out):
                     row[i] |= source[i]
 
 
+@numba.njit(cache=True, nogil=True)
+def _dilate_plane(plane, widths, out):
+    """Disk dilation of a bit-packed plane (:class:`PackedLayout`, C-contiguous) into ``out``, with whole-plane
+    passes: the rows are spread horizontally as one long row (each distinct half width built from the previous
+    one, spans doubled), then output row y is the OR of row y + dy spread by ``widths[|dy|]``.
+
+    Spreading the plane as one row carries bits across the ends of its rows, into the first and last ``w``
+    pixels of the neighbouring row: that is within the layout's margin, where :func:`cleanup_packed` makes no
+    promise, and the long passes vectorise where 20-word rows would not."""
+    ny, nw = plane.shape
+    n = ny * nw
+    flat = plane.reshape(n)
+    reach = widths.size - 1
+    distinct = np.unique(widths)
+    slot = np.zeros(int(widths.max()) + 1, dtype=np.int64)
+    spread = np.empty((distinct.size, n), dtype=np.uint64)
+    tmp = np.empty(n, dtype=np.uint64)
+    done = 0
+    source = flat
+    for k in range(distinct.size):
+        slot[distinct[k]] = k
+        row = spread[k]
+        row[:] = source
+        span = 0
+        todo = distinct[k] - done
+        while span < todo:
+            step = min(2 * span + 1, todo - span)
+            tmp[:] = row
+            _or_shifted(tmp, step, row)
+            span += step
+        done = distinct[k]
+        source = row
+    result = out.reshape(n)
+    result[:] = spread[slot[widths[0]]]
+    for d in range(1, reach + 1):
+        source = spread[slot[widths[d]]]
+        shift = d * nw
+        if shift >= n:
+            break
+        # rows y - d and y + d into row y
+        below, above = result[: n - shift], source[shift:]
+        for i in range(n - shift):
+            below[i] |= above[i]
+        lower, upper = result[shift:], source[: n - shift]
+        for i in range(n - shift):
+            lower[i] |= upper[i]
+
+
 def _dilate_by_edt(mask: np.ndarray, radius: float) -> np.ndarray:
     out = np.zeros_like(mask)
     for index in np.ndindex(mask.shape[:-2]):
@@ -251,6 +302,88 @@ def _apply_ops(mask: np.ndarray, ops: list[tuple[str, float]]) -> np.ndarray:
     return mask
 
 
+@dataclass(frozen=True)
+class PackedLayout:
+    """Where a ``(ny, nx)`` mask sits in a bit-packed plane with at least ``depth`` False pixels around it.
+
+    The plane is uint64 ``(ny + 2 depth, words)``: pixel ``(y, x)`` of the mask is bit ``j`` of word ``i`` of row
+    ``row0 + y`` with ``64 (i - word0) + j = x`` (little-endian words: byte ``b`` holds pixels ``8b..8b+7`` of
+    the word). Columns start a whole number of words in, so the mask's own words are a plain slice.
+    """
+
+    ny: int
+    nx: int
+    depth: int
+
+    @property
+    def row0(self) -> int:
+        return self.depth
+
+    @property
+    def word0(self) -> int:
+        return -(-self.depth // 64)
+
+    @property
+    def mask_words(self) -> int:
+        return -(-self.nx // 64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.ny + 2 * self.depth, self.word0 + -(-(self.nx + self.depth) // 64)
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.shape, dtype=np.uint64)
+
+    def window(self, plane: np.ndarray) -> np.ndarray:
+        """The mask's words in ``plane`` (a view)."""
+        return plane[self.row0 : self.row0 + self.ny, self.word0 : self.word0 + self.mask_words]
+
+    def pack(self, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``mask`` (bool ``(ny, nx)``) into a plane of False (``out``'s margin must be all zero)."""
+        plane = self.zeros() if out is None else out
+        padded = np.zeros((self.ny, self.mask_words * 64), dtype=bool)
+        padded[:, : self.nx] = mask
+        self.window(plane)[...] = np.packbits(padded, axis=-1, bitorder="little").view(np.uint64)
+        return plane
+
+    def unpack(self, plane: np.ndarray) -> np.ndarray:
+        """The mask's pixels of ``plane``, bool ``(ny, nx)``."""
+        words = np.ascontiguousarray(self.window(plane))
+        bits = np.unpackbits(words.view(np.uint8), axis=-1, count=self.nx, bitorder="little")
+        return bits.view(bool)
+
+
+def cleanup_packed(plane: np.ndarray, ops: Sequence[tuple[str, float]]) -> np.ndarray:
+    """``ops`` (validated ``(operation, radius)`` pairs) on a bit-packed plane (:class:`PackedLayout`); returns the
+    resulting plane (``plane`` itself may be overwritten).
+
+    Bits of the plane beyond the mask are pixels of the plane like any other. Near the plane's own edge the
+    operations do not see the infinite plane (beyond it a dilation sees False, an erosion True, and a row's
+    horizontal spread runs into the next row's margin), but no such effect reaches further in than the sum of the
+    radii (``cleanup_depth(ops)``), and the layout keeps the mask that far in: the mask's pixels are the
+    infinite-plane answer.
+    """
+    spare = np.empty_like(plane)
+    for op, radius in ops:
+        if radius == 0:
+            continue
+        widths = np.asarray(_row_half_widths(radius), dtype=np.int64)
+        steps = {
+            "dilation": (False,),
+            "erosion": (True,),
+            "opening": (True, False),
+            "closing": (False, True),
+        }[op]
+        for complement in steps:
+            if complement:  # erosion: the complement of dilating the complement
+                np.invert(plane, out=plane)
+            _dilate_plane(plane, widths, spare)
+            plane, spare = spare, plane
+            if complement:
+                np.invert(plane, out=plane)
+    return plane
+
+
 def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
     """Apply ``ops`` (``[(operation, radius_in_pixels), ...]``, in order) to a bool mask
     shaped ``(..., y, x)``; returns a new bool array of the same shape. See the module
@@ -263,6 +396,14 @@ def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray
     depth = cleanup_depth(checked)
     if depth == 0:
         return mask.copy()
+    if all(radius < _EDT_MIN_RADIUS for _, radius in checked):
+        # the whole chain on one bit-packed copy of each image: packed and unpacked once, not per operation
+        layout = PackedLayout(*mask.shape[-2:], depth)
+        images = mask.reshape(-1, *mask.shape[-2:])
+        out = np.empty(images.shape, dtype=bool)
+        for i, image in enumerate(images):
+            out[i] = layout.unpack(cleanup_packed(layout.pack(image), checked))
+        return out.reshape(mask.shape)
     # Embed in `depth` pixels of False: no edge effect of any single operation can travel
     # further than that, so the cropped result is the infinite-plane answer.
     pad = [(0, 0)] * (mask.ndim - 2) + [(depth, depth), (depth, depth)]

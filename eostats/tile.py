@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import numpy as np
 import xarray as xr
 from odc.geo.xr import xr_coords
 
@@ -159,17 +160,20 @@ def compute_tile(
         outputs = plugin.empty_outputs(geobox.shape.yx)
         blocks = list(_blocks(geobox.shape.yx, chunk, plugin.column_alignment))
         t_load = t_reduce = 0.0
-        pending = prefetch.submit(reader.read, *blocks[0])
+        # clear counts are summed on native pixels by the reading threads (nothing left to reduce)
+        counting = reader.counts_natively is not None
+        load = reader.count if counting else reader.read
+        pending = prefetch.submit(load, *blocks[0])
         for i, (ys, xs) in enumerate(blocks, start=1):
             t1 = time.perf_counter()
             block = pending.result()
             # decode the next block while this one is reduced
-            pending = prefetch.submit(reader.read, *blocks[i]) if i < len(blocks) else None
+            pending = prefetch.submit(load, *blocks[i]) if i < len(blocks) else None
             t2 = time.perf_counter()
-            reduced = plugin.reduce(block)
+            reduced = block if counting else plugin.reduce(block)
             del block
             for name in outputs:
-                outputs[name][ys, xs] = reduced[name].values
+                outputs[name][ys, xs] = np.asarray(reduced[name])
             t3 = time.perf_counter()
             t_load += t2 - t1
             t_reduce += t3 - t2

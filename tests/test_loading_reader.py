@@ -123,6 +123,34 @@ def test_warps_write_into_a_given_array(scene) -> None:
             warp(stack, mapping, dst_box.shape.yx, -999, out=block)
 
 
+@pytest.mark.parametrize("what", ["centre", "taps"])
+def test_a_map_shared_by_threads_is_complete_for_each(what) -> None:
+    """The reading threads warp with one pixel map: a thread asking for its lazily built indices while another
+    builds them must get them complete (a half-built index array reads outside the source)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    src_box = GeoBox.from_bbox((600000, 6900000, 660000, 6960000), "EPSG:32755", resolution=30)
+    dst_box = GeoBox.from_bbox(
+        src_box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30
+    )[100:1900, 100:1900]
+    expected = getattr(pixel_map(src_box, dst_box), what)
+    expected = expected if what == "taps" else (expected,)
+    for _ in range(3):
+        mapping = pixel_map(src_box, dst_box)
+        start = Barrier(2)
+
+        def grab(_: int, mapping=mapping, start=start) -> tuple[np.ndarray, ...]:
+            start.wait()
+            value = getattr(mapping, what)
+            return tuple(np.copy(v) for v in (value if what == "taps" else (value,)))
+
+        with ThreadPoolExecutor(2) as pool:
+            for got in pool.map(grab, range(2)):
+                for a, b in zip(got, expected, strict=True):
+                    np.testing.assert_array_equal(a, b)
+
+
 def test_whole_pixel_shift_is_a_copy() -> None:
     src = np.arange(20, dtype=np.int16).reshape(4, 5)
     src_box = GeoBox((4, 5), Affine(30, 0, 600000, 0, -30, 7000000), "EPSG:32755")
@@ -305,3 +333,31 @@ def test_bands_without_context_are_decoded_around_the_tile_only(task_items) -> N
     for name in whole.data_vars:
         np.testing.assert_array_equal(inner[name].values, whole[name].values, err_msg=name)
     assert (inner["nbart_red"].values != -999).sum() > 10_000  # not a comparison of nodata only
+
+
+def test_native_counts_equal_the_reduced_observations(task_items) -> None:
+    """pq on one native grid: counts summed on native pixels and reprojected once equal the plugin's reduction of
+    the reprojected observations, on two blocks of different shapes; with two UTM zones the reader does not
+    count natively (days seen in both zones are fused on the tile first)."""
+    items, tile = task_items
+    plugin = resolve_plugin("pq", {})
+    with TaskReader(items, tile, plugin, threads=2) as reader:
+        assert reader.counts_natively is None
+    seen = 0
+    for zone in sorted({it["properties"]["proj:code"] for it in items}):
+        one_zone = [it for it in items if it["properties"]["proj:code"] == zone]
+        with TaskReader(one_zone, tile, plugin, threads=2) as reader:
+            assert reader.counts_natively is not None
+            for ys, xs in [(slice(0, 100), slice(0, 256)), (slice(100, 256), slice(37, 200))]:
+                counts = reader.count(ys, xs)
+                reduced = plugin.reduce(reader.read(ys, xs))
+                assert list(counts) == [m.name for m in plugin.measurements]
+                for name, values in counts.items():
+                    assert values.dtype == np.uint16
+                    np.testing.assert_array_equal(values, reduced[name].values, err_msg=name)
+                seen += bool(counts["total"].max() >= 2)
+                seen += bool((counts["clear_2_5"] < counts["clear"]).any())
+    assert seen >= 3  # not only empty blocks: several days, pixels next to cloud
+    bilinear = resolve_plugin("pq", {"resampling": "bilinear"})
+    with TaskReader(one_zone, tile, bilinear, threads=2) as reader:
+        assert reader.counts_natively is None

@@ -110,6 +110,15 @@ def test_word_packed_rows_match_scipy(radius, width) -> None:
         )
 
 
+@pytest.mark.parametrize("width", [5, 64, 97])
+def test_chains_deeper_than_a_word_match_scipy(width) -> None:
+    """A chain whose context (70 pixels) is more than one 64-pixel word of margin, on masks touching every edge."""
+    mask = cloudy_mask(np.random.default_rng(width), (2, 90, width), sigma=2)
+    ops = [("closing", 20), ("dilation", 30)]
+    assert cleanup_depth(ops) == 70
+    np.testing.assert_array_equal(mask_cleanup(mask, ops), reference(mask, ops))
+
+
 def test_large_radius_distance_transform_path() -> None:
     mask = cloudy_mask(np.random.default_rng(5), (50, 60), sigma=5)
     for ops in ([("dilation", 33)], [("opening", 32)], [("closing", 32.5)]):

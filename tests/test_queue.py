@@ -372,14 +372,7 @@ def test_broken_task_lands_in_dead_letter_queue_after_three_tries_then_redrive(
         "2",
         "3",
     ]
-    assert (
-        len(
-            re.findall(
-                rf"task {re.escape(str(bad_task))}: failed: .*{victim}", log
-            )
-        )
-        == 3
-    )
+    assert len(re.findall(rf"task {re.escape(str(bad_task))}: failed: .*{victim}", log)) == 3
     assert "T:4, OK:1, S:0, E:3" in log
     assert worker.tiles_done() == [str(good_task)]
     check_tile_outputs(results, good_task, db.task(good_task).n_days_solar)

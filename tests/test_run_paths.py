@@ -25,8 +25,16 @@ def pattern_to_regex(pattern: str) -> re.Pattern:
 @pytest.mark.parametrize(
     ("product", "task", "tile_dir"),
     [
-        ({"name": "ga_ls_gm", "version": "3.0.1"}, TaskId("2015--P1Y", 49, 24), "out/ga_ls_gm/3-0-1/x49/y24/2015--P1Y"),
-        ({"name": "p", "version": "1.0"}, TaskId("2020-07--P1Y", 3, -2), "out/p/1-0/x03/y-2/2020-07--P1Y"),
+        (
+            {"name": "ga_ls_gm", "version": "3.0.1"},
+            TaskId("2015--P1Y", 49, 24),
+            "out/ga_ls_gm/3-0-1/x49/y24/2015--P1Y",
+        ),
+        (
+            {"name": "p", "version": "1.0"},
+            TaskId("2020-07--P1Y", 3, -2),
+            "out/p/1-0/x03/y-2/2020-07--P1Y",
+        ),
         (
             {"name": "de_af", "version": "1.0.0", "region_code_format": "x{x:03d}y{y:03d}"},
             TaskId("2021--P1Y", 123, 5),
@@ -51,7 +59,9 @@ def test_run_file_names():
         f"pr_2020--P1Y_mosaic_{b}.tif" for b in ("total", "clear", "clear_2_5", "clear_0_5")
     ]
     single = make_run(plugin="pq", mosaic={"per_band": False})
-    assert [p.name for p in single.mosaic_paths("2020--P1Y")] == ["pq_ls_annual_2020--P1Y_mosaic.tif"]
+    assert [p.name for p in single.mosaic_paths("2020--P1Y")] == [
+        "pq_ls_annual_2020--P1Y_mosaic.tif"
+    ]
 
 
 def test_task_csv_is_read_and_subset_by_selectors(tmp_path):
@@ -63,7 +73,11 @@ def test_task_csv_is_read_and_subset_by_selectors(tmp_path):
         '"2021--P1Y", +0275, +0097,    4,    4\n'
     )
     every = make_run().read_task_csv(csv_path)
-    assert every == [TaskId("2020--P1Y", 275, 97), TaskId("2020--P1Y", 276, 97), TaskId("2021--P1Y", 275, 97)]
+    assert every == [
+        TaskId("2020--P1Y", 275, 97),
+        TaskId("2020--P1Y", 276, 97),
+        TaskId("2021--P1Y", 275, 97),
+    ]
     subset = make_run(tasks=["2021--P1Y/275/97", 0]).read_task_csv(csv_path)
     assert subset == [TaskId("2021--P1Y", 275, 97), TaskId("2020--P1Y", 275, 97)]
     with pytest.raises(ValueError, match="2019--P1Y/1/1"):

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import xarray as xr
+
+if TYPE_CHECKING:
+    from eostats.kernels.clearcount import ClearCountRecipe
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,13 @@ class StatsPlugin:
         With nearest or bilinear resampling, the reader decodes the other bands only a few pixels around the tile
         (nodata beyond): their pixels there cannot reach the result. Default: every input band."""
         return list(self.input_bands)
+
+    @property
+    def clear_count_recipe(self) -> ClearCountRecipe | None:
+        """For plugins whose result is clear-observation counts of one class band: what to count, so that the
+        tile reader may sum the counts on native pixels and reproject them once (exactly what ``native_transform``,
+        ``fuse`` and ``reduce`` give; see :mod:`eostats.kernels.clearcount`). None: the plugin reduces observations."""
+        return None
 
     # -- the steps ------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from eostats.kernels.clearcount import ClearCountRecipe
 from eostats.masking import FMASK_CLASSES, cleanup_depth, mask_cleanup_dask
 from eostats.plugins import register
 from eostats.plugins.base import (
@@ -78,6 +79,15 @@ class ClearCounts(StatsPlugin):
     @property
     def native_buffer_pixels(self) -> int:
         return 10 + max((cleanup_depth(c) for c in self.filters.values()), default=0)
+
+    @property
+    def clear_count_recipe(self) -> ClearCountRecipe:
+        return ClearCountRecipe(
+            band=self.mask_band,
+            nodata_codes=tuple(self.nodata_codes),
+            erase_codes=tuple(self.erase_codes),
+            chains=dict(self.filters),
+        )
 
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         fmask = xx[self.mask_band]

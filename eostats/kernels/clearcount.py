@@ -1,0 +1,221 @@
+"""Clear-observation counts summed on a native pixel grid, 64 pixels to a machine word.
+
+A pq-style count is, per pixel, a sum over solar days of 0/1 masks (data present, not erased, not erased after a
+morphological cleaning). With nearest resampling every day's masks are gathered from the same native pixels, and
+a sum of gathered values is the gathered sum: the counts can be summed on the native grid and reprojected once,
+instead of reprojecting four masks per day and summing on the tile. This module does the per-day work there:
+
+* the class band of each observation is classified through a lookup table straight into bit-packed planes
+  (:class:`eostats.masking.PackedLayout`); a day's observations are ORed into the same planes (odc-stats' fuse of
+  boolean masks),
+* the day's erased plane is cleaned by each filter's chain on the packed words
+  (:func:`eostats.masking.cleanup_packed`),
+* the day's planes are added to uint8 counters 8 pixels per word operation (each byte of a word spread to 8 bytes
+  by a table), which go into uint16 totals every 255 days.
+
+Counts are of native pixels of the window the accumulator was made for; the caller reprojects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from eostats.masking import PackedLayout, cleanup_depth, cleanup_packed, validate_ops
+
+__all__ = ["ClearCountRecipe", "ClearCounter", "class_table"]
+
+_VALID, _ERASED = 1, 2
+_MAX_UINT8_DAYS = 255
+
+
+@dataclass(frozen=True)
+class ClearCountRecipe:
+    """What a clear count needs from its plugin: the class band, which of its codes are nodata and which are
+    erased, and the cleaning chains of the filtered counts (``name → [(operation, radius in native pixels)]``).
+
+    The counts are ``total`` (days with data), ``clear`` (data, not erased) and ``clear_<name>`` per chain (data,
+    not in the erased mask cleaned by the chain).
+    """
+
+    band: str
+    nodata_codes: tuple[int, ...]
+    erase_codes: tuple[int, ...]
+    chains: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return ["total", "clear"] + [f"clear_{name}" for name in self.chains]
+
+    @property
+    def depth(self) -> int:
+        """Native pixels of context the cleanest filtered count depends on."""
+        return max((cleanup_depth(chain) for chain in self.chains.values()), default=0)
+
+
+def class_table(recipe: ClearCountRecipe, dtype: np.dtype) -> np.ndarray:
+    """uint8 lookup table over every value of an 8- or 16-bit integer ``dtype`` (indexed by the value's unsigned
+    bit pattern): bit 0 set where the value is data (not a nodata code), bit 1 where it is data and erased."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu" or dtype.itemsize > 2:
+        raise TypeError(f"class band must be an 8- or 16-bit integer, got {dtype}")
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    info = np.iinfo(dtype)
+
+    def slots(codes: Sequence[int]) -> list[int]:
+        # a code the dtype cannot hold never matches
+        return [
+            int(np.array(int(c), dtype=dtype).view(unsigned))
+            for c in codes
+            if info.min <= int(c) <= info.max
+        ]
+
+    table = np.full(2 ** (8 * dtype.itemsize), _VALID, dtype=np.uint8)
+    table[slots(recipe.erase_codes)] |= _ERASED
+    table[slots(recipe.nodata_codes)] = 0
+    return table
+
+
+class ClearCounter:
+    """Counts of one native window, accumulated day by day (not thread-safe: one per thread).
+
+    :param recipe: what to count.
+    :param shape: ``(ny, nx)`` of the native window (its pixels, in its own CRS).
+    :param dtype: dtype of the class band.
+
+    For each solar day call :meth:`add_observation` with each of the day's class arrays, then :meth:`end_day`.
+    :meth:`counts` returns the uint16 counts, :meth:`merge` sums another counter of the same window into this one.
+    """
+
+    def __init__(self, recipe: ClearCountRecipe, shape: tuple[int, int], dtype: np.dtype) -> None:
+        self.recipe = recipe
+        self.chains = [validate_ops(chain) for chain in recipe.chains.values()]
+        self.layout = PackedLayout(int(shape[0]), int(shape[1]), recipe.depth)
+        self.table = class_table(recipe, dtype)
+        self._unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
+        self._valid = self.layout.zeros()
+        self._erased = self.layout.zeros()
+        self._observed = False
+        n = len(recipe.names)
+        ny = self.layout.ny
+        self._small = np.zeros((n, ny, self.layout.mask_words * 64), dtype=np.uint8)
+        self._small_days = 0
+        self._totals = np.zeros((n, ny, self.layout.nx), dtype=np.uint16)
+
+    def add_observation(self, classes: np.ndarray) -> None:
+        """One observation of the current day: its class band on the window, ``(ny, nx)``."""
+        if classes.shape != (self.layout.ny, self.layout.nx):
+            raise ValueError(
+                f"observation of shape {classes.shape} on a counter of {self.layout.ny, self.layout.nx}"
+            )
+        values = np.ascontiguousarray(classes).view(self._unsigned)
+        lay = self.layout
+        _classify(values, self.table, self._valid, self._erased, lay.row0, lay.word0)
+        self._observed = True
+
+    def end_day(self) -> None:
+        """Clean the day's erased mask by each chain and add the day to the counts (a day with no observation
+        adds nothing)."""
+        if not self._observed:
+            return
+        lay = self.layout
+        window = (lay.row0, lay.word0)
+        small = self._small.view(np.uint64)
+        _add_bits(self._valid, None, small[0], *window)
+        _add_bits(self._valid, self._erased, small[1], *window)
+        for k, chain in enumerate(self.chains):
+            cleaned = cleanup_packed(self._erased.copy(), chain) if chain else self._erased
+            _add_bits(self._valid, cleaned, small[2 + k], *window)
+        self._valid[...] = 0
+        self._erased[...] = 0
+        self._observed = False
+        self._small_days += 1
+        if self._small_days == _MAX_UINT8_DAYS:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._totals += self._small[:, :, : self.layout.nx]
+        self._small[...] = 0
+        self._small_days = 0
+
+    def merge(self, other: ClearCounter) -> None:
+        """Add ``other``'s counts (a counter of the same recipe and window) to this one's."""
+        other._flush()
+        self._flush()
+        self._totals += other._totals
+
+    def counts(self) -> dict[str, np.ndarray]:
+        """``{name: uint16 (ny, nx)}`` for :attr:`ClearCountRecipe.names`, in that order."""
+        self._flush()
+        return {name: self._totals[k] for k, name in enumerate(self.recipe.names)}
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify(values, table, valid, erased, row0, word0):
+    """OR the classes of ``values`` (``(ny, nx)``) into the packed planes at ``(row0, word0)``: each row looked up
+    into bytes, then every 8 bytes' low bits gathered into one byte by a multiplication."""
+    ny, nx = values.shape
+    n_words = (nx + 63) // 64
+    looked_up = np.zeros(n_words * 8, dtype=np.uint64)  # bytes beyond nx stay 0
+    classes = looked_up.view(np.uint8)
+    low_bits = np.uint64(0x0101010101010101)
+    gather = np.uint64(0x0102040810204080)  # byte j's bit 0 → bit 56 + j
+    top = np.uint64(56)
+    for y in range(ny):
+        row = values[y]
+        for x in range(nx):
+            classes[x] = table[row[x]]
+        v_row = valid[row0 + y, word0:]
+        e_row = erased[row0 + y, word0:]
+        for i in range(n_words):
+            v = np.uint64(0)
+            e = np.uint64(0)
+            for b in range(8):
+                eight = looked_up[8 * i + b]
+                at = np.uint64(8 * b)
+                v |= (((eight & low_bits) * gather) >> top) << at
+                e |= ((((eight >> np.uint64(1)) & low_bits) * gather) >> top) << at
+            v_row[i] |= v
+            e_row[i] |= e
+
+
+def _spread_table() -> np.ndarray:
+    """uint64 per byte value: byte ``j`` of the word is bit ``j`` of the value (8 pixels → 8 counters)."""
+    values = np.arange(256, dtype=np.uint64)
+    table = np.zeros(256, dtype=np.uint64)
+    for j in range(8):
+        table |= ((values >> np.uint64(j)) & np.uint64(1)) << np.uint64(8 * j)
+    return table
+
+
+_SPREAD = _spread_table()
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_bits_kernel(plane, minus, use_minus, counters, row0, word0, spread):
+    ny, n_words8 = counters.shape
+    n_words = n_words8 // 8
+    for y in range(ny):
+        src = plane[row0 + y, word0:]
+        sub = minus[row0 + y, word0:] if use_minus else src
+        out = counters[y]
+        for i in range(n_words):
+            w = src[i] & ~sub[i] if use_minus else src[i]
+            if w == 0:
+                continue
+            for b in range(8):
+                out[8 * i + b] += spread[(w >> np.uint64(8 * b)) & np.uint64(255)]
+
+
+def _add_bits(
+    plane: np.ndarray, minus: np.ndarray | None, counters: np.ndarray, row0: int, word0: int
+) -> None:
+    """``counters`` (uint8 per pixel, viewed as uint64 ``(ny, 8 words)``) += the mask's bits of ``plane`` (and not
+    of ``minus``)."""
+    use_minus = minus is not None
+    _add_bits_kernel(
+        plane, minus if use_minus else plane, use_minus, counters, row0, word0, _SPREAD
+    )

@@ -1,0 +1,155 @@
+"""Clear counts summed on native pixels (eostats.kernels.clearcount) against a per-day numpy/scipy count, and the
+tile reader's native counting against its observations reduced by the pq plugin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, class_table
+from eostats.masking import FMASK_CLASSES
+
+CHAINS = {
+    "2_5": [("opening", 2), ("dilation", 5)],
+    "0_5": [("opening", 0), ("dilation", 5)],
+    "c": [("closing", 3), ("erosion", 1)],
+}
+
+
+def disk(radius: float) -> np.ndarray:
+    reach = int(np.floor(radius))
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    return dy**2 + dx**2 <= radius**2
+
+
+def cleaned(mask: np.ndarray, chain) -> np.ndarray:
+    """scipy morphology with explicit disks on a plane padded far enough to act as infinite."""
+    margin = 2 + sum(2 * int(np.ceil(r)) for _, r in chain)
+    plane = np.pad(mask, margin)
+    for op, radius in chain:
+        if radius == 0:
+            continue
+        fp = disk(radius)
+        steps = {
+            "dilation": "d",
+            "erosion": "e",
+            "opening": "ed",
+            "closing": "de",
+        }[op]
+        for step in steps:
+            if step == "d":
+                plane = ndimage.binary_dilation(plane, structure=fp)
+            else:
+                plane = ndimage.binary_erosion(plane, structure=fp, border_value=0)
+    return plane[margin:-margin, margin:-margin]
+
+
+def expected_counts(days: list[list[np.ndarray]], nodata, erase, chains) -> dict[str, np.ndarray]:
+    """Per day: data = any observation not nodata, erased = any observation erased; then summed."""
+    shape = days[0][0].shape
+    out = {
+        name: np.zeros(shape, np.int64)
+        for name in ["total", "clear", *map("clear_{}".format, chains)]
+    }
+    for observations in days:
+        valid = np.logical_or.reduce([~np.isin(o, nodata) for o in observations])
+        erased = np.logical_or.reduce(
+            [np.isin(o, erase) & ~np.isin(o, nodata) for o in observations]
+        )
+        out["total"] += valid
+        out["clear"] += valid & ~erased
+        for name, chain in chains.items():
+            out[f"clear_{name}"] += valid & ~cleaned(erased, chain)
+    return out
+
+
+def random_day(rng: np.random.Generator, shape, n_obs: int, dtype=np.uint8) -> list[np.ndarray]:
+    observations = []
+    for _ in range(n_obs):
+        smooth = ndimage.gaussian_filter(rng.random(shape), 2)
+        classes = np.ones(shape, dtype)
+        classes[smooth > np.quantile(smooth, 0.75)] = 2  # cloud
+        classes[smooth < np.quantile(smooth, 0.1)] = 3  # shadow
+        classes[rng.random(shape) < 0.01] = 2  # specks an opening removes
+        classes[rng.random(shape) < 0.05] = 5  # water
+        cut = rng.integers(0, shape[1])
+        classes[:, cut:] = 0  # the scene's edge: nodata
+        observations.append(classes)
+    return observations
+
+
+@pytest.mark.parametrize("shape", [(37, 64), (50, 131), (9, 7)])
+def test_counts_equal_a_per_day_numpy_count(shape) -> None:
+    rng = np.random.default_rng(shape[1])
+    recipe = ClearCountRecipe("oa_fmask", (0,), (2, 3), CHAINS)
+    days = [random_day(rng, shape, n_obs) for n_obs in (1, 2, 3, 1, 2)]
+    counter = ClearCounter(recipe, shape, np.dtype("uint8"))
+    for observations in days:
+        for classes in observations:
+            counter.add_observation(classes)
+        counter.end_day()
+    counter.end_day()  # a day without observations adds nothing
+    got = counter.counts()
+    assert list(got) == recipe.names == ["total", "clear", "clear_2_5", "clear_0_5", "clear_c"]
+    for name, values in expected_counts(days, [0], [2, 3], CHAINS).items():
+        assert got[name].dtype == np.uint16
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+    assert got["total"].max() == 5
+    if min(shape) > 10:  # room for clear pixels next to cloud that the buffer removes
+        assert (got["clear_2_5"] < got["clear"]).any()
+
+
+def test_more_than_255_days_and_merged_counters() -> None:
+    """uint8 counters go into the uint16 totals before they wrap; two threads' counters add up."""
+    rng = np.random.default_rng(3)
+    shape = (6, 70)
+    recipe = ClearCountRecipe("band", (0,), (2,), {"d": [("dilation", 1)]})
+    days = [random_day(rng, shape, 1) for _ in range(300)]
+    first, second = (ClearCounter(recipe, shape, np.dtype("uint8")) for _ in range(2))
+    for i, observations in enumerate(days):
+        counter = first if i < 280 else second
+        counter.add_observation(observations[0])
+        counter.end_day()
+    first.merge(second)
+    got = first.counts()
+    for name, values in expected_counts(days, [0], [2], recipe.chains).items():
+        np.testing.assert_array_equal(got[name], values, err_msg=name)
+    assert got["total"].max() > 255
+
+
+def test_class_table_for_signed_16_bit_bands_and_codes_out_of_range() -> None:
+    recipe = ClearCountRecipe("scl", (-1, 0), (8, 9, 70000), {})
+    table = class_table(recipe, np.dtype("int16"))
+    assert table.size == 65536
+    as_index = lambda v: int(np.array(v, np.int16).view(np.uint16))  # noqa: E731
+    assert table[as_index(-1)] == table[as_index(0)] == 0  # nodata
+    assert table[as_index(8)] == table[as_index(9)] == 3  # data, erased
+    assert table[as_index(4)] == 1 and table[as_index(-5)] == 1  # data, not erased
+    classes = np.array([[-1, 0, 8, 4, 9, 70 - 71]], np.int16)
+    counter = ClearCounter(recipe, classes.shape, classes.dtype)
+    counter.add_observation(classes)
+    counter.end_day()
+    got = counter.counts()
+    np.testing.assert_array_equal(got["total"], [[0, 0, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(got["clear"], [[0, 0, 0, 1, 0, 0]])
+    with pytest.raises(TypeError, match="float32"):
+        class_table(recipe, np.dtype("float32"))
+
+
+def test_observation_of_another_shape_is_refused() -> None:
+    counter = ClearCounter(ClearCountRecipe("b", (0,), (2,), {}), (4, 5), np.dtype("uint8"))
+    with pytest.raises(ValueError, match=r"\(4, 6\)"):
+        counter.add_observation(np.zeros((4, 6), np.uint8))
+
+
+def test_pq_plugin_recipe_matches_its_configuration() -> None:
+    from eostats.plugins import resolve_plugin
+
+    plugin = resolve_plugin("pq", {"filters": {"x": [["opening", 1], ["dilation", 2]]}})
+    recipe = plugin.clear_count_recipe
+    assert recipe.band == "oa_fmask"
+    assert recipe.nodata_codes == (FMASK_CLASSES["nodata"],)
+    assert set(recipe.erase_codes) == {FMASK_CLASSES["cloud"], FMASK_CLASSES["shadow"]}
+    assert recipe.names == [m.name for m in plugin.measurements]
+    assert resolve_plugin("gm-ls", {}).clear_count_recipe is None
