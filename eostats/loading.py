@@ -17,6 +17,8 @@ lazy dask-backed Dataset (one dask task per block).
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import math
 import operator
 import os
@@ -215,6 +217,14 @@ def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
     if isinstance(item, pystac.Item):
         return item
     try:
+        # pystac deep-copies the dict it is given unless told it may consume it; a JSON round trip is a copy
+        # several times cheaper (the items come from JSON)
+        own_copy = json.loads(json.dumps(item))
+    except (TypeError, ValueError):  # values JSON cannot hold: pystac copies the item itself
+        own_copy = None
+    try:
+        if own_copy is not None:
+            return pystac.Item.from_dict(own_copy, preserve_dict=False)
         return pystac.Item.from_dict(dict(item))
     except Exception as err:
         item_id = item.get("id") if isinstance(item, Mapping) else None
@@ -336,7 +346,6 @@ class TaskReader:
         self._threads = max(1, int(threads))
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="eostats-read")
         self.band_info = self._probe_bands()
-        self.variables = self._probe_variables()
 
     # -- set-up -------------------------------------------------------------------------------------------------
     def _group(self, items: Iterable[Mapping | pystac.Item]) -> list[_Group]:
@@ -390,8 +399,10 @@ class TaskReader:
             info[band] = _BandInfo(dtype, nodata)
         return info
 
-    def _probe_variables(self) -> dict[str, tuple[np.dtype, dict]]:
-        """Names, dtypes and attrs of the plugin's fused variables, from a tiny all-nodata stack."""
+    @functools.cached_property
+    def variables(self) -> dict[str, tuple[np.dtype, dict]]:
+        """Names, dtypes and attrs of the plugin's fused variables, from a tiny all-nodata stack (worked out on
+        first use: counting natively needs none)."""
         group = self.groups[0]
         gbox = native_geobox(self.tile, group.crs, group.resolution, group.phase, 0)[:8, :8]
         fake = {}

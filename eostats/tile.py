@@ -139,10 +139,14 @@ def compute_tile(
         log.info("task %s: kernels on %s", task, describe(backend))
         timings["plan"] = time.perf_counter() - t0
         limit = memory_limit_of(run.config)
+        # clear counts summed on native pixels by the reading threads hold no observations (nothing to reduce)
+        counting = reader.counts_natively is not None
         estimate = check_tile_memory(
             task,
             n_observations=len(reader.days),
-            variables={name: dtype for name, (dtype, _) in reader.variables.items()},
+            variables={}
+            if counting
+            else {name: dtype for name, (dtype, _) in reader.variables.items()},
             outputs={m.name: m.dtype for m in plugin.measurements},
             tile_shape=geobox.shape.yx,
             chunk_size=chunk,
@@ -160,8 +164,6 @@ def compute_tile(
         outputs = plugin.empty_outputs(geobox.shape.yx)
         blocks = list(_blocks(geobox.shape.yx, chunk, plugin.column_alignment))
         t_load = t_reduce = 0.0
-        # clear counts are summed on native pixels by the reading threads (nothing left to reduce)
-        counting = reader.counts_natively is not None
         load = reader.count if counting else reader.read
         pending = prefetch.submit(load, *blocks[0])
         for i, (ys, xs) in enumerate(blocks, start=1):

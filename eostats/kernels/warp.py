@@ -132,28 +132,37 @@ def pixel_map(src: GeoBox, dst: GeoBox) -> PixelMap:
 
 @numba.njit(cache=True, nogil=True)
 def _interpolate_lattice(px, py, rows, cols, sx, sy):
-    """Bilinear interpolation of lattice values (at ``rows`` x ``cols``) to every destination pixel."""
+    """Bilinear interpolation of lattice values (at ``rows`` x ``cols``) to every destination pixel. The lattice
+    cell and fraction of each column are the same on every row: worked out once."""
     ny, nx = sx.shape
+    cell = np.empty(nx, dtype=np.int64)
+    cell_next = np.empty(nx, dtype=np.int64)
+    frac = np.empty(nx, dtype=np.float64)
+    ci = 0
+    for c in range(nx):
+        while ci < cols.size - 2 and c > cols[ci + 1]:
+            ci += 1
+        c0, c1 = cols[ci], cols[min(ci + 1, cols.size - 1)]
+        cell[c] = ci
+        cell_next[c] = min(ci + 1, cols.size - 1)
+        frac[c] = 0.0 if c1 == c0 else (c - c0) / (c1 - c0)
     ri = 0
     for r in range(ny):
         while ri < rows.size - 2 and r > rows[ri + 1]:
             ri += 1
         r0, r1 = rows[ri], rows[min(ri + 1, rows.size - 1)]
         fr = 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
-        ci = 0
+        ri1 = min(ri + 1, rows.size - 1)
+        x_top, x_bottom, y_top, y_bottom = px[ri], px[ri1], py[ri], py[ri1]
+        out_x, out_y = sx[r], sy[r]
         for c in range(nx):
-            while ci < cols.size - 2 and c > cols[ci + 1]:
-                ci += 1
-            c0, c1 = cols[ci], cols[min(ci + 1, cols.size - 1)]
-            fc = 0.0 if c1 == c0 else (c - c0) / (c1 - c0)
-            ri1 = min(ri + 1, rows.size - 1)
-            ci1 = min(ci + 1, cols.size - 1)
-            top = px[ri, ci] + (px[ri, ci1] - px[ri, ci]) * fc
-            bottom = px[ri1, ci] + (px[ri1, ci1] - px[ri1, ci]) * fc
-            sx[r, c] = top + (bottom - top) * fr
-            top = py[ri, ci] + (py[ri, ci1] - py[ri, ci]) * fc
-            bottom = py[ri1, ci] + (py[ri1, ci1] - py[ri1, ci]) * fc
-            sy[r, c] = top + (bottom - top) * fr
+            ci, ci1, fc = cell[c], cell_next[c], frac[c]
+            top = x_top[ci] + (x_top[ci1] - x_top[ci]) * fc
+            bottom = x_bottom[ci] + (x_bottom[ci1] - x_bottom[ci]) * fc
+            out_x[c] = top + (bottom - top) * fr
+            top = y_top[ci] + (y_top[ci1] - y_top[ci]) * fc
+            bottom = y_bottom[ci] + (y_bottom[ci1] - y_bottom[ci]) * fc
+            out_y[c] = top + (bottom - top) * fr
 
 
 @numba.njit(cache=True, nogil=True)
