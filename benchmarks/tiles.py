@@ -123,20 +123,46 @@ def _warm_up() -> None:
     """Imports and JIT compilation of what a tile job runs, outside the timing (one-off costs per process)."""
     import dask.array  # noqa: F401
     import numpy as np
-    import rasterio  # noqa: F401
+    import pystac
+    import rasterio
+    import rasterio.io
     from odc.geo.geobox import GeoBox
 
+    from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe
     from eostats.kernels.geomedian import geomedian_mads
     from eostats.kernels.warp import pixel_map, warp_bilinear, warp_nearest
 
     box = GeoBox.from_bbox((600000, 6000000, 600300, 6000300), "EPSG:32755", resolution=30)
     dst = GeoBox.from_bbox(box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30)
     mapping = pixel_map(box, dst)
-    for dtype in ("int16", "uint8"):
+    for dtype in ("int16", "uint8", "uint16"):
         data = np.zeros((10, 10), dtype)
         warp_bilinear(data, mapping, dst.shape.yx, 0)
         warp_nearest(data, mapping, dst.shape.yx, None)
     geomedian_mads(np.ones((6, 3, 2, 2), np.int16), nodata=-999, scale=1e-4, offset=-1e-4)
+    # GDAL's drivers initialise on the first open (the decode figure opens one file before its timing too), and
+    # pystac imports its extension hooks on the first item it parses
+    with rasterio.io.MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst_file:
+            dst_file.write(np.zeros((1, 8, 8), np.uint8))
+        with mem.open() as src_file:
+            src_file.read(1)
+    pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": "warm-up",
+            "geometry": None,
+            "properties": {"datetime": "2020-01-01T00:00:00Z"},
+            "links": [],
+            "assets": {},
+        }
+    )
+    recipe = ClearCountRecipe("fmask", (0,), (2,), {"f": [("opening", 1), ("dilation", 1)]})
+    counter = ClearCounter(recipe, (10, 10), np.dtype("uint8"))
+    counter.add_observation(np.ones((10, 10), np.uint8))
+    counter.end_day()
+    counter.counts()
 
 
 def read_only(

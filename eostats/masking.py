@@ -32,7 +32,7 @@ __all__ = [
     "FMASK_CLASSES",
     "MORPHOLOGY_OPS",
     "PackedLayout",
-    "cleanup_packed",
+    "PackedMorphology",
     "cleanup_depth",
     "enum_to_bool",
     "mask_cleanup",
@@ -218,13 +218,13 @@ def _dilate_words(image, widths, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _dilate_plane(plane, widths, out):
-    """Disk dilation of a bit-packed plane (:class:`PackedLayout`, C-contiguous) into ``out``, with whole-plane
-    passes: the rows are spread horizontally as one long row (each distinct half width built from the previous
+def _dilate_plane(plane, widths, out, spread, tmp):
+    """Disk dilation of a bit-packed plane (:class:`PackedLayout`, C-contiguous) into ``out`` (``spread``: one
+    scratch plane per distinct half width, flat; ``tmp``: one more), with whole-plane passes: the rows are spread horizontally as one long row (each distinct half width built from the previous
     one, spans doubled), then output row y is the OR of row y + dy spread by ``widths[|dy|]``.
 
     Spreading the plane as one row carries bits across the ends of its rows, into the first and last ``w``
-    pixels of the neighbouring row: that is within the layout's margin, where :func:`cleanup_packed` makes no
+    pixels of the neighbouring row: that is within the layout's margin, where :meth:`PackedMorphology.cleanup` makes no
     promise, and the long passes vectorise where 20-word rows would not."""
     ny, nw = plane.shape
     n = ny * nw
@@ -232,8 +232,6 @@ def _dilate_plane(plane, widths, out):
     reach = widths.size - 1
     distinct = np.unique(widths)
     slot = np.zeros(int(widths.max()) + 1, dtype=np.int64)
-    spread = np.empty((distinct.size, n), dtype=np.uint64)
-    tmp = np.empty(n, dtype=np.uint64)
     done = 0
     source = flat
     for k in range(distinct.size):
@@ -353,35 +351,63 @@ class PackedLayout:
         return bits.view(bool)
 
 
-def cleanup_packed(plane: np.ndarray, ops: Sequence[tuple[str, float]]) -> np.ndarray:
-    """``ops`` (validated ``(operation, radius)`` pairs) on a bit-packed plane (:class:`PackedLayout`); returns the
-    resulting plane (``plane`` itself may be overwritten).
+_STEPS = {
+    "dilation": (False,),
+    "erosion": (True,),
+    "opening": (True, False),
+    "closing": (False, True),
+}  # per operation, its dilations: True for one of the complement (an erosion)
 
-    Bits of the plane beyond the mask are pixels of the plane like any other. Near the plane's own edge the
-    operations do not see the infinite plane (beyond it a dilation sees False, an erosion True, and a row's
-    horizontal spread runs into the next row's margin), but no such effect reaches further in than the sum of the
-    radii (``cleanup_depth(ops)``), and the layout keeps the mask that far in: the mask's pixels are the
-    infinite-plane answer.
+
+class PackedMorphology:
+    """Morphology chains on bit-packed planes of one shape, with scratch planes kept from call to call (a thread
+    cleaning many masks allocates them once; fresh memory costs page faults). Not thread-safe: one per thread.
+
+    :meth:`cleanup` returns either the plane it was given or one of its own scratch planes, which the next call
+    overwrites: use the result before cleaning again.
     """
-    spare = np.empty_like(plane)
-    for op, radius in ops:
-        if radius == 0:
-            continue
-        widths = np.asarray(_row_half_widths(radius), dtype=np.int64)
-        steps = {
-            "dilation": (False,),
-            "erosion": (True,),
-            "opening": (True, False),
-            "closing": (False, True),
-        }[op]
-        for complement in steps:
-            if complement:  # erosion: the complement of dilating the complement
-                np.invert(plane, out=plane)
-            _dilate_plane(plane, widths, spare)
-            plane, spare = spare, plane
-            if complement:
-                np.invert(plane, out=plane)
-    return plane
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = tuple(shape)
+        self._spare = np.empty(self.shape, dtype=np.uint64)
+        self._tmp = np.empty(self.shape[0] * self.shape[1], dtype=np.uint64)
+        self._spread = np.empty((0, self._tmp.size), dtype=np.uint64)
+        self._widths: dict[float, np.ndarray] = {}
+
+    def _row_widths(self, radius: float) -> np.ndarray:
+        widths = self._widths.get(radius)
+        if widths is None:
+            widths = self._widths[radius] = np.asarray(_row_half_widths(radius), dtype=np.int64)
+            distinct = len(set(widths.tolist()))
+            if distinct > self._spread.shape[0]:
+                self._spread = np.empty((distinct, self._tmp.size), dtype=np.uint64)
+        return widths
+
+    def cleanup(self, plane: np.ndarray, ops: Sequence[tuple[str, float]]) -> np.ndarray:
+        """``ops`` (validated ``(operation, radius)`` pairs) on ``plane`` (:class:`PackedLayout`, C-contiguous,
+        overwritten); returns the resulting plane.
+
+        Bits of the plane beyond the mask are pixels of the plane like any other. Near the plane's own edge the
+        operations do not see the infinite plane (beyond it a dilation sees False, an erosion True, and a row's
+        horizontal spread runs into the next row's margin), but no such effect reaches further in than the sum
+        of the radii (``cleanup_depth(ops)``), and the layout keeps the mask that far in: the mask's pixels are
+        the infinite-plane answer.
+        """
+        if plane.shape != self.shape:
+            raise ValueError(f"plane of shape {plane.shape} for a {self.shape} morphology")
+        spare = self._spare
+        for op, radius in ops:
+            if radius == 0:
+                continue
+            widths = self._row_widths(radius)
+            for complement in _STEPS[op]:
+                if complement:  # erosion: the complement of dilating the complement
+                    np.invert(plane, out=plane)
+                _dilate_plane(plane, widths, spare, self._spread, self._tmp)
+                plane, spare = spare, plane
+                if complement:
+                    np.invert(plane, out=plane)
+        return plane
 
 
 def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
@@ -399,10 +425,13 @@ def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray
     if all(radius < _EDT_MIN_RADIUS for _, radius in checked):
         # the whole chain on one bit-packed copy of each image: packed and unpacked once, not per operation
         layout = PackedLayout(*mask.shape[-2:], depth)
+        morphology = PackedMorphology(layout.shape)
         images = mask.reshape(-1, *mask.shape[-2:])
         out = np.empty(images.shape, dtype=bool)
+        plane = layout.zeros()
         for i, image in enumerate(images):
-            out[i] = layout.unpack(cleanup_packed(layout.pack(image), checked))
+            plane[...] = 0
+            out[i] = layout.unpack(morphology.cleanup(layout.pack(image, plane), checked))
         return out.reshape(mask.shape)
     # Embed in `depth` pixels of False: no edge effect of any single operation can travel
     # further than that, so the cropped result is the infinite-plane answer.

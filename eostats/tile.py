@@ -129,10 +129,11 @@ def compute_tile(
             "timings": {},
         }
     threads = max(1, int(threads))
+    blocks = list(_blocks(geobox.shape.yx, chunk, plugin.column_alignment))
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     with (
         use_backend(run.config.get("backend", "cpu")) as backend,
-        TaskReader(items, geobox, plugin, threads=threads) as reader,
+        TaskReader(items, geobox, plugin, threads=threads, single_pass=len(blocks) == 1) as reader,
         ThreadPoolExecutor(1) as prefetch,
     ):
         # the kernels run on `backend` in this thread; the prefetch thread decodes the next block meanwhile
@@ -162,7 +163,6 @@ def compute_tile(
             f"{limit / 2**20:.0f} MiB" if limit else "none",
         )
         outputs = plugin.empty_outputs(geobox.shape.yx)
-        blocks = list(_blocks(geobox.shape.yx, chunk, plugin.column_alignment))
         t_load = t_reduce = 0.0
         load = reader.count if counting else reader.read
         pending = prefetch.submit(load, *blocks[0])

@@ -9,7 +9,7 @@ instead of reprojecting four masks per day and summing on the tile. This module 
   (:class:`eostats.masking.PackedLayout`); a day's observations are ORed into the same planes (odc-stats' fuse of
   boolean masks),
 * the day's erased plane is cleaned by each filter's chain on the packed words
-  (:func:`eostats.masking.cleanup_packed`),
+  (:class:`eostats.masking.PackedMorphology`),
 * the day's planes are added to uint8 counters 8 pixels per word operation (each byte of a word spread to 8 bytes
   by a table), which go into uint16 totals every 255 days.
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from eostats.masking import PackedLayout, cleanup_depth, cleanup_packed, validate_ops
+from eostats.masking import PackedLayout, PackedMorphology, cleanup_depth, validate_ops
 
 __all__ = ["ClearCountRecipe", "ClearCounter", "class_table"]
 
@@ -98,12 +98,14 @@ class ClearCounter:
         self._unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
         self._valid = self.layout.zeros()
         self._erased = self.layout.zeros()
+        self._cleaning = self.layout.zeros()
+        self._morphology = PackedMorphology(self.layout.shape)
         self._observed = False
         n = len(recipe.names)
         ny = self.layout.ny
         self._small = np.zeros((n, ny, self.layout.mask_words * 64), dtype=np.uint8)
         self._small_days = 0
-        self._totals = np.zeros((n, ny, self.layout.nx), dtype=np.uint16)
+        self._totals: np.ndarray | None = None  # after 255 days only
 
     def add_observation(self, classes: np.ndarray) -> None:
         """One observation of the current day: its class band on the window, ``(ny, nx)``."""
@@ -127,7 +129,10 @@ class ClearCounter:
         _add_bits(self._valid, None, small[0], *window)
         _add_bits(self._valid, self._erased, small[1], *window)
         for k, chain in enumerate(self.chains):
-            cleaned = cleanup_packed(self._erased.copy(), chain) if chain else self._erased
+            cleaned = self._erased
+            if chain:
+                np.copyto(self._cleaning, self._erased)
+                cleaned = self._morphology.cleanup(self._cleaning, chain)
             _add_bits(self._valid, cleaned, small[2 + k], *window)
         self._valid[...] = 0
         self._erased[...] = 0
@@ -137,20 +142,27 @@ class ClearCounter:
             self._flush()
 
     def _flush(self) -> None:
+        if self._totals is None:
+            self._totals = np.zeros((*self._small.shape[:2], self.layout.nx), dtype=np.uint16)
         self._totals += self._small[:, :, : self.layout.nx]
         self._small[...] = 0
         self._small_days = 0
 
+    def _stack(self) -> np.ndarray:
+        """Every count, uint16 ``(count, ny, nx)``."""
+        small = self._small[:, :, : self.layout.nx]
+        return small.astype(np.uint16) if self._totals is None else self._totals + small
+
     def merge(self, other: ClearCounter) -> None:
         """Add ``other``'s counts (a counter of the same recipe and window) to this one's."""
-        other._flush()
-        self._flush()
-        self._totals += other._totals
+        self._totals = self._stack() + other._stack()
+        self._small[...] = 0
+        self._small_days = 0
 
     def counts(self) -> dict[str, np.ndarray]:
         """``{name: uint16 (ny, nx)}`` for :attr:`ClearCountRecipe.names`, in that order."""
-        self._flush()
-        return {name: self._totals[k] for k, name in enumerate(self.recipe.names)}
+        stack = self._stack()
+        return {name: stack[k] for k, name in enumerate(self.recipe.names)}
 
 
 @numba.njit(cache=True, nogil=True)
