@@ -791,13 +791,14 @@ class TaskReader:
             return counter
 
         jobs = [self._pool.submit(count_days) for _ in range(self._threads)]
-        counters = [job.result() for job in jobs]
         t0 = time.thread_time()
+        mapping = pixel_map(native, block)  # while the reading threads count
+        _ = mapping.centre
+        counters = [job.result() for job in jobs]
         total = counters[0]
         for other in counters[1:]:
             total.merge(other)
         counts = total.counts()
-        mapping = pixel_map(native, block)
         stack = np.stack([counts[name] for name in recipe.names])
         warped = warp_nearest(stack, mapping, block.shape.yx, None)
         self._count(warp=time.thread_time() - t0)
