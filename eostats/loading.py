@@ -201,6 +201,21 @@ def _return_large_blocks_to_the_os() -> None:
         pass
 
 
+def _ordinary_pages_for_arrays() -> None:
+    """Stop numpy asking Linux for transparent huge pages on its large arrays, unless ``NUMPY_MADVISE_HUGEPAGE``
+    says otherwise.
+
+    A tile job fills hundreds of MiB of new arrays at once. With huge pages each first touch zeroes 2 MiB and may
+    first compact memory to find them: measured here at 1.1-3.4 s of system time per fresh 512 MiB, against a
+    steady 0.25-0.33 s with ordinary pages.
+    """
+    if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        return
+    setter = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    if setter is not None:
+        setter(False)
+
+
 def _href(asset: pystac.Asset) -> str:
     return asset.get_absolute_href() or asset.href
 
@@ -343,6 +358,7 @@ class TaskReader:
         self._all_handles: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         _return_large_blocks_to_the_os()
+        _ordinary_pages_for_arrays()
         if "GDAL_CACHEMAX" not in os.environ:
             # GDAL's default block cache (5 % of RAM) would hold every decoded COG tile of a block; neighbouring
             # blocks are mostly read by other threads' handles, so a big cache buys little and costs memory
