@@ -349,6 +349,8 @@ class TaskReader:
         self.plugin = plugin
         self.bands = list(plugin.input_bands)
         self._context_bands = set(plugin.context_bands)
+        # the default fuse (first valid value) returns a lone observation as it is
+        self._fuse_keeps_single = type(plugin).fuse is StatsPlugin.fuse
         self.groups = self._group(items)
         self.days = np.array(
             sorted({d for g in self.groups for d in g.days}), dtype="datetime64[D]"
@@ -592,14 +594,19 @@ class TaskReader:
         masked = masked.compute(scheduler="synchronous")
         del arrays
         t2 = time.thread_time()
-        fused_days, fused = [], []
+        fused_days = [day for day in days if present[day]]
+        if self._fuse_keeps_single and len(fused_days) == len(observations):
+            # one observation per day and the default fuse: the masked stacks are the fused days already
+            stacks = {n: np.ascontiguousarray(v.values) for n, v in masked.data_vars.items()}
+            attrs = {n: dict(v.attrs) for n, v in masked.data_vars.items()}
+            self._count(decode=t1 - t0, mask=t2 - t1, fuse=time.thread_time() - t2)
+            return fused_days, stacks, attrs
+        fused = []
         start = 0
-        for day in days:
+        for day in fused_days:
             n = len(present[day])
-            if n:
-                fused_days.append(day)
-                fused.append(self._fuse(masked.isel(time=slice(start, start + n))))
-                start += n
+            fused.append(self._fuse(masked.isel(time=slice(start, start + n))))
+            start += n
         del masked
         stacks = {name: np.stack([f[name].values for f in fused]) for name in fused[0].data_vars}
         attrs = {name: dict(var.attrs) for name, var in fused[0].data_vars.items()}

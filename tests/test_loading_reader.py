@@ -361,3 +361,37 @@ def test_native_counts_equal_the_reduced_observations(task_items) -> None:
     bilinear = resolve_plugin("pq", {"resampling": "bilinear"})
     with TaskReader(one_zone, tile, bilinear, threads=2) as reader:
         assert reader.counts_natively is None
+
+
+def test_days_of_one_observation_skip_the_fuse_and_match_the_reference(task_items) -> None:
+    """gm-ls on one UTM zone with one scene per solar day: the reader hands the masked stacks on as the fused days
+    (the default fuse returns a lone observation as it is); the result still equals the reference pipeline."""
+    items, tile = task_items
+    zones = sorted({it["properties"]["proj:code"] for it in items})
+    plugin = resolve_plugin(
+        "gm-ls", {"cloud_filters": {"cloud": [["opening", 3], ["dilation", 6]]}}
+    )
+    for zone in zones:
+        seen_days: set = set()
+        single = []
+        for it in items:
+            day = it["properties"]["datetime"][:10]
+            if it["properties"]["proj:code"] == zone and day not in seen_days:
+                seen_days.add(day)
+                single.append(it)
+        ref = reference_load(single, tile, plugin)
+        with TaskReader(single, tile, plugin, threads=2) as reader:
+            assert reader._fuse_keeps_single
+            _ = reader.variables
+            fused_days = []
+            fuse = reader._fuse
+            reader._fuse = lambda xx, seen=fused_days, fuse=fuse: seen.append(xx) or fuse(xx)
+            ours = reader.read(slice(0, None), slice(0, None))
+            assert not fused_days  # the per-day fuse was skipped
+        for name in ref.data_vars:
+            a, b = ours[name].values, ref[name].values
+            nodata = ref[name].attrs.get("nodata")
+            np.testing.assert_array_equal(a == nodata, b == nodata, err_msg=name)
+            diff = np.abs(a.astype(np.int32) - b)[(a != nodata) & (b != nodata)]
+            assert diff.max() <= 1 and np.mean(diff == 0) >= 0.998, name
+        assert (ours["nbart_red"].values != -999).sum() > 1000
