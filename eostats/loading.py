@@ -821,9 +821,7 @@ class TaskReader:
         total = counters[0]
         for other in counters[1:]:
             total.merge(other)
-        counts = total.counts()
-        stack = np.stack([counts[name] for name in recipe.names])
-        warped = warp_nearest(stack, mapping, block.shape.yx, None)
+        warped = warp_nearest(total.stacked(), mapping, block.shape.yx, None)
         self._count(warp=time.thread_time() - t0)
         return dict(zip(recipe.names, warped, strict=True))
 

@@ -129,27 +129,9 @@ def _row_half_widths(radius: float) -> list[int]:
 
 def _dilate_by_rows(mask: np.ndarray, radius: float) -> np.ndarray:
     """Disk dilation as the union over rows dy of the disk: a horizontal running maximum of
-    half width w(dy), shifted by dy. Pixels beyond the array count as False.
-
-    Each image is bit-packed, 64 pixels to a word (rows zero padded: outside is False), so the numba kernel
-    moves 64 pixels per word operation."""
-    widths = np.asarray(_row_half_widths(radius), dtype=np.int64)
-    mask = np.asarray(mask, dtype=bool)
-    ny, nx = mask.shape[-2:]
-    n_words = -(-nx // 64)
-    images = mask.reshape(-1, ny, nx)
-    out = np.empty((images.shape[0], ny, nx), dtype=bool)
-    padded = np.zeros((ny, n_words * 64), dtype=bool)
-    result = np.empty((ny, n_words), dtype=np.uint64)
-    for i in range(images.shape[0]):
-        padded[:, :nx] = images[i]
-        packed = np.packbits(padded, axis=-1, bitorder="little")
-        _dilate_words(packed.view(np.uint64), widths, result)
-        # little-endian words: byte b of a word holds pixels 8b..8b+7, as packbits wrote them
-        out[i] = np.unpackbits(result.view(np.uint8), axis=-1, count=nx, bitorder="little").view(
-            bool
-        )
-    return out.reshape(mask.shape)
+    half width w(dy), shifted by dy. Pixels beyond the array count as False (bit-packed planes,
+    :func:`_packed_cleanup`)."""
+    return _packed_cleanup(np.asarray(mask, dtype=bool), [("dilation", radius)])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -183,49 +165,15 @@ def _or_shifted(src, step, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def _dilate_words(image, widths, out):
-    """Disk dilation of one bit-packed image (rows of uint64 words): rows spread horizontally by each distinct
-    half width (spans doubled: 1 + log2(w) passes), then output row y is the OR of row y + dy spread by
-    ``widths[|dy|]``."""
-    ny, nw = image.shape
-    reach = widths.size - 1
-    distinct = np.unique(widths)
-    slot = np.zeros(int(widths.max()) + 1, dtype=np.int64)
-    for k in range(distinct.size):
-        slot[distinct[k]] = k
-    spread = np.empty((distinct.size, ny, nw), dtype=np.uint64)
-    tmp = np.empty(nw, dtype=np.uint64)
-    for k in range(distinct.size):
-        w = distinct[k]
-        for y in range(ny):
-            row = spread[k, y]
-            row[:] = image[y]
-            span = 0
-            while span < w:
-                step = min(2 * span + 1, w - span)
-                tmp[:] = row
-                _or_shifted(tmp, step, row)
-                span += step
-    for y in range(ny):
-        row = out[y]
-        row[:] = 0
-        for dy in range(-reach, reach + 1):
-            yy = y + dy
-            if 0 <= yy < ny:
-                source = spread[slot[widths[abs(dy)]], yy]
-                for i in range(nw):
-                    row[i] |= source[i]
-
-
-@numba.njit(cache=True, nogil=True)
 def _dilate_plane(plane, widths, out, spread, tmp):
     """Disk dilation of a bit-packed plane (:class:`PackedLayout`, C-contiguous) into ``out`` (``spread``: one
-    scratch plane per distinct half width, flat; ``tmp``: one more), with whole-plane passes: the rows are spread horizontally as one long row (each distinct half width built from the previous
-    one, spans doubled), then output row y is the OR of row y + dy spread by ``widths[|dy|]``.
+    scratch plane per distinct half width, flat; ``tmp``: one more), with whole-plane passes: the rows are spread
+    horizontally as one long row (each distinct half width built from the previous one, spans doubled), then
+    output row y is the OR of row y + dy spread by ``widths[|dy|]``.
 
     Spreading the plane as one row carries bits across the ends of its rows, into the first and last ``w``
-    pixels of the neighbouring row: that is within the layout's margin, where :meth:`PackedMorphology.cleanup` makes no
-    promise, and the long passes vectorise where 20-word rows would not."""
+    pixels of the neighbouring row: that is within the layout's margin, where :meth:`PackedMorphology.cleanup`
+    makes no promise, and the long passes vectorise where 20-word rows would not."""
     ny, nw = plane.shape
     n = ny * nw
     flat = plane.reshape(n)
@@ -410,6 +358,20 @@ class PackedMorphology:
         return plane
 
 
+def _packed_cleanup(mask: np.ndarray, ops: list[tuple[str, float]]) -> np.ndarray:
+    """``ops`` (validated) on each image of a bool ``(..., y, x)`` mask, the whole chain on one bit-packed copy of
+    each image (packed and unpacked once, not per operation); outside the array is False."""
+    layout = PackedLayout(*mask.shape[-2:], cleanup_depth(ops))
+    morphology = PackedMorphology(layout.shape)
+    images = mask.reshape(-1, *mask.shape[-2:])
+    out = np.empty(images.shape, dtype=bool)
+    plane = layout.zeros()
+    for i, image in enumerate(images):
+        plane[...] = 0
+        out[i] = layout.unpack(morphology.cleanup(layout.pack(image, plane), ops))
+    return out.reshape(mask.shape)
+
+
 def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
     """Apply ``ops`` (``[(operation, radius_in_pixels), ...]``, in order) to a bool mask
     shaped ``(..., y, x)``; returns a new bool array of the same shape. See the module
@@ -423,16 +385,7 @@ def mask_cleanup(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray
     if depth == 0:
         return mask.copy()
     if all(radius < _EDT_MIN_RADIUS for _, radius in checked):
-        # the whole chain on one bit-packed copy of each image: packed and unpacked once, not per operation
-        layout = PackedLayout(*mask.shape[-2:], depth)
-        morphology = PackedMorphology(layout.shape)
-        images = mask.reshape(-1, *mask.shape[-2:])
-        out = np.empty(images.shape, dtype=bool)
-        plane = layout.zeros()
-        for i, image in enumerate(images):
-            plane[...] = 0
-            out[i] = layout.unpack(morphology.cleanup(layout.pack(image, plane), checked))
-        return out.reshape(mask.shape)
+        return _packed_cleanup(mask, checked)
     # Embed in `depth` pixels of False: no edge effect of any single operation can travel
     # further than that, so the cropped result is the infinite-plane answer.
     pad = [(0, 0)] * (mask.ndim - 2) + [(depth, depth), (depth, depth)]

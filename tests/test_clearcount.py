@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_masking import reference_2d  # scipy morphology with explicit disks
 
 from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, class_table
 from eostats.masking import FMASK_CLASSES
@@ -15,34 +16,6 @@ CHAINS = {
     "0_5": [("opening", 0), ("dilation", 5)],
     "c": [("closing", 3), ("erosion", 1)],
 }
-
-
-def disk(radius: float) -> np.ndarray:
-    reach = int(np.floor(radius))
-    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
-    return dy**2 + dx**2 <= radius**2
-
-
-def cleaned(mask: np.ndarray, chain) -> np.ndarray:
-    """scipy morphology with explicit disks on a plane padded far enough to act as infinite."""
-    margin = 2 + sum(2 * int(np.ceil(r)) for _, r in chain)
-    plane = np.pad(mask, margin)
-    for op, radius in chain:
-        if radius == 0:
-            continue
-        fp = disk(radius)
-        steps = {
-            "dilation": "d",
-            "erosion": "e",
-            "opening": "ed",
-            "closing": "de",
-        }[op]
-        for step in steps:
-            if step == "d":
-                plane = ndimage.binary_dilation(plane, structure=fp)
-            else:
-                plane = ndimage.binary_erosion(plane, structure=fp, border_value=0)
-    return plane[margin:-margin, margin:-margin]
 
 
 def expected_counts(days: list[list[np.ndarray]], nodata, erase, chains) -> dict[str, np.ndarray]:
@@ -60,7 +33,7 @@ def expected_counts(days: list[list[np.ndarray]], nodata, erase, chains) -> dict
         out["total"] += valid
         out["clear"] += valid & ~erased
         for name, chain in chains.items():
-            out[f"clear_{name}"] += valid & ~cleaned(erased, chain)
+            out[f"clear_{name}"] += valid & ~reference_2d(erased, chain)
     return out
 
 

@@ -148,20 +148,20 @@ class ClearCounter:
         self._small[...] = 0
         self._small_days = 0
 
-    def _stack(self) -> np.ndarray:
-        """Every count, uint16 ``(count, ny, nx)``."""
+    def stacked(self) -> np.ndarray:
+        """Every count, uint16 ``(count, ny, nx)``, in the order of :attr:`ClearCountRecipe.names`."""
         small = self._small[:, :, : self.layout.nx]
         return small.astype(np.uint16) if self._totals is None else self._totals + small
 
     def merge(self, other: ClearCounter) -> None:
         """Add ``other``'s counts (a counter of the same recipe and window) to this one's."""
-        self._totals = self._stack() + other._stack()
+        self._totals = self.stacked() + other.stacked()
         self._small[...] = 0
         self._small_days = 0
 
     def counts(self) -> dict[str, np.ndarray]:
         """``{name: uint16 (ny, nx)}`` for :attr:`ClearCountRecipe.names`, in that order."""
-        stack = self._stack()
+        stack = self.stacked()
         return {name: stack[k] for k, name in enumerate(self.recipe.names)}
 
 
