@@ -27,6 +27,7 @@ import math
 import multiprocessing
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -1207,6 +1208,33 @@ def _read_as_is(item: Any) -> bool:
 
 _NO_HREF = object()
 
+# an "href" key whose value is not a string starting like an absolute href: a path from the root or a URL scheme
+# (what eostats.sources._is_url matches); the possessive \s*+ keeps the look-ahead from starting inside the spaces
+_NOT_ABSOLUTE_HREF_TEXT = re.compile(rb'"href"\s*:\s*+(?!"(?:/|[A-Za-z][A-Za-z0-9+.-]+:))')
+
+
+def _hrefs_absolute_in_text(line: bytes) -> bool:
+    """Whether every ``href`` key in a JSON line has an absolute href, judged on the text.
+
+    A sufficient test for :func:`_read_as_is`'s href check, about 6x cheaper than walking the parsed item. In
+    JSON text without backslashes, every ``href`` key is written ``"href"`` followed by ``:``, and a value
+    string's first characters are its text; a line with a backslash (an escape could spell a key or a scheme)
+    gets False, and the caller walks the item instead.
+    """
+    return b"\\" not in line and _NOT_ABSOLUTE_HREF_TEXT.search(line) is None
+
+
+def _read_as_is_line(item: Any, line: bytes) -> bool:
+    """:func:`_read_as_is` of ``item``, parsed from ``line``: on the text when it is certain, else on the item."""
+    if (
+        type(item) is dict
+        and type(item.get("links")) is list
+        and type(item.get("assets", {})) is dict
+        and _hrefs_absolute_in_text(line)
+    ):
+        return True
+    return _read_as_is(item)
+
 
 _YEAR_ONE = np.datetime64("0001-01-01T00:00:00", "us")
 
@@ -1270,7 +1298,7 @@ def _parse_chunk(path: str, start: int, end: int) -> _ParsedChunk:
         except ValueError as err:
             error = (f"{_WHERE}: invalid JSON: {err}", number)
             break
-        as_is = _read_as_is(item)
+        as_is = _read_as_is_line(item, line)
         properties = item.get("properties") if as_is else None
         if not (  # what _checked checks, when it would leave the item as it is
             type(properties) is dict

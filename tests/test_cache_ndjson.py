@@ -202,3 +202,29 @@ def test_small_or_gzipped_files_take_the_sequential_path(tmp_path: Path) -> None
         tmp_path / "items.ndjson.gz", workers=2, parallel_min_bytes=0
     ).use_processes()
     assert [d["id"] for d in NdjsonItems(path)] == ["item-00000"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"assets":{"a":{"href":"s3://b/a.tif"}},"links":[{"href":"/abs"}]}', True),
+        ('{"assets":{"a":{"href" : "https://x/a.tif"}},"links":[]}', True),
+        ('{"assets":{"a":{"href":"a.tif"}},"links":[]}', False),  # relative
+        ('{"assets":{"a":{"href":"./s3://a.tif"}},"links":[]}', False),
+        ('{"assets":{"a":{"href":"C:a.tif"}},"links":[]}', False),  # one letter: not a scheme
+        ('{"assets":{"a":{"href":5}},"links":[]}', False),  # not a string
+        ('{"assets":{"a":{"href":null}},"links":[]}', False),
+        ('{"assets":{"a":{"hr\\u0065f":"a.tif"}},"links":[]}', False),  # an escaped key
+        ('{"assets":{"a":{"href":"s3:\\/\\/b\\/a.tif"}},"links":[]}', False),  # escapes: walked
+        ('{"title":"href","assets":{"a":{"href":"/a.tif"}},"links":[]}', True),  # "href" as a value
+        ('{"assets":{"a":{"href":"/a.tif","alternate":{"href":"rel"}}},"links":[]}', False),
+    ],
+)
+def test_href_text_check_never_contradicts_the_walk(text: str, expected: bool) -> None:
+    """The text check is sufficient, never wrong: True only where walking the parsed item also says True."""
+    line = text.encode()
+    item = json.loads(text)
+    assert cache_module._hrefs_absolute_in_text(line) is expected
+    if expected:
+        assert cache_module._read_as_is(item)
+    assert cache_module._read_as_is_line(item, line) is cache_module._read_as_is(item)
