@@ -128,6 +128,7 @@ def _warm_up() -> None:
     import rasterio.io
     from odc.geo.geobox import GeoBox
 
+    from eostats.kernels.classmask import PackedClassMask
     from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe
     from eostats.kernels.geomedian import geomedian_mads
     from eostats.kernels.warp import pixel_map, warp_bilinear, warp_nearest
@@ -157,6 +158,12 @@ def _warm_up() -> None:
             "links": [],
             "assets": {},
         }
+    )
+    packed = PackedClassMask([0], [([2], [("opening", 1), ("dilation", 1)])], np.uint8, (10, 10))
+    packed.erase(
+        np.ones((1, 10, 10), np.uint8),
+        np.ones((1, 10, 10), np.uint8),
+        [(np.zeros((1, 10, 10), np.int16), -999)],
     )
     recipe = ClearCountRecipe("fmask", (0,), (2,), {"f": [("opening", 1), ("dilation", 1)]})
     counter = ClearCounter(recipe, (10, 10), np.dtype("uint8"))

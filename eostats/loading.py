@@ -176,10 +176,12 @@ class _BandInfo:
 
 
 class _Handles(threading.local):
-    """Open rasterio datasets of one thread (rasterio handles must not be shared between threads)."""
+    """Open rasterio datasets of one thread (rasterio handles must not be shared between threads), and the
+    thread's decode buffers (:meth:`TaskReader._decode_buffer`)."""
 
     def __init__(self) -> None:
         self.open: dict[str, Any] = {}
+        self.buffers: dict[str, np.ndarray] = {}
 
 
 _MMAP_THRESHOLD_BYTES = 128 * 2**10
@@ -573,7 +575,7 @@ class TaskReader:
         t0 = time.thread_time()
         arrays = {}
         for band in self.bands:
-            stack = np.empty((len(observations), *gbox.shape.yx), dtype=self.band_info[band].dtype)
+            stack = self._decode_buffer(band, len(observations), gbox.shape.yx)
             inner = self._inner_window(band, gbox)
             for i, obs in enumerate(observations):
                 if inner is None:
@@ -612,6 +614,18 @@ class TaskReader:
         attrs = {name: dict(var.attrs) for name, var in fused[0].data_vars.items()}
         self._count(decode=t1 - t0, mask=t2 - t1, fuse=time.thread_time() - t2)
         return fused_days, stacks, attrs
+
+    def _decode_buffer(self, band: str, n: int, shape: tuple[int, int]) -> np.ndarray:
+        """This thread's ``(n, *shape)`` array for ``band``'s decoded observations of a batch, reused from batch to
+        batch: a batch's arrays are done with when it is warped, and fresh ones would cost a page fault per 4 KiB
+        (some 900 MiB of them for a 1024² gm-ls tile). One array per band and thread is kept, grown as needed."""
+        held = self._handles.buffers.get(band)
+        if held is None or held.shape[1:] != tuple(shape) or held.shape[0] < n:
+            self._handles.buffers.pop(band, None)  # freed before its successor is allocated
+            held = self._handles.buffers[band] = np.empty(
+                (n, *shape), dtype=self.band_info[band].dtype
+            )
+        return held[:n]
 
     def _count(self, **seconds: float) -> None:
         with self._lock:
@@ -678,8 +692,10 @@ class TaskReader:
         natives: list[tuple[GeoBox, PixelMap]],
         arrays: dict,
     ) -> None:
-        """Write the variables of ``days`` on ``block`` into ``arrays`` (``(time, y, x)`` per variable)."""
+        """Write the variables of ``days`` on ``block`` into ``arrays`` (``(time, y, x)`` per variable); days without
+        data over the block get each variable's nodata (False for masks)."""
         per_group = []
+        written: set[np.datetime64] = set()
         for group, (native, mapping) in zip(self.groups, natives, strict=True):
             mine = [day for day in days if day in group.days]
             if not mine:
@@ -697,7 +713,12 @@ class TaskReader:
                     for name, values in warped.items():
                         arrays[name][index] = values
                 per_group.append((found, warped))
+                written.update(found)
                 self._count(warp=time.thread_time() - t0)
+        for day in days:
+            if day not in written:
+                for name, (dtype, attrs) in self.variables.items():
+                    arrays[name][self._day_index[day]] = _fill_value(dtype, attrs)
         if len(self.groups) == 1:
             return
         # several native grids: fuse each day's reprojected observations on the tile, as odc-stats does
@@ -740,11 +761,16 @@ class TaskReader:
             )
             natives.append((native, pixel_map(native, block)))
         shape = (len(self.days), *block.shape.yx)
+        # the variables of one dtype share one (variable, time, y, x) buffer, in the variables' order: a plugin that
+        # reduces them together takes the buffer as its stack instead of copying them into one (stacked_bands).
+        # Left unfilled here: the reading threads write every pixel of the days they read, and fill the others.
+        by_dtype: dict[np.dtype, list[str]] = {}
+        for name, (dtype, _) in self.variables.items():
+            by_dtype.setdefault(np.dtype(dtype), []).append(name)
         arrays = {}
-        for name, (dtype, attrs) in self.variables.items():
-            nodata = attrs.get("nodata")
-            fill = False if np.dtype(dtype).kind == "b" else (nodata if nodata is not None else 0)
-            arrays[name] = np.full(shape, fill, dtype=dtype)
+        for dtype, names in by_dtype.items():
+            buffer = np.empty((len(names), *shape), dtype=dtype)
+            arrays.update(zip(names, buffer, strict=True))
 
         jobs = [
             self._pool.submit(self._days_on_block, batch, block, natives, arrays)
@@ -863,12 +889,21 @@ class TaskReader:
                     src.close()
                 handles.clear()
             self._all_handles.clear()
+        self._handles = (
+            _Handles()
+        )  # drops every thread's decode buffers (dask's threads outlive the reader)
 
     def __enter__(self) -> TaskReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fill_value(dtype: Any, attrs: Mapping[str, Any]) -> Any:
+    """What a variable holds where no observation has data: its nodata, False for a mask, else 0."""
+    nodata = attrs.get("nodata")
+    return False if np.dtype(dtype).kind == "b" else (nodata if nodata is not None else 0)
 
 
 def _fill_ring(image: np.ndarray, ys: slice, xs: slice, fill: Any) -> None:

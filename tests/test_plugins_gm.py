@@ -549,3 +549,18 @@ def test_rgba_preview_is_switched_on_by_the_odc_stats_override(tmp_path):
     # (v - 1) * 255 // 2999, alpha 0 at nodata -999
     np.testing.assert_array_equal(rgba[0, :2, :2], [[0, 0], [255, 127]])
     np.testing.assert_array_equal(rgba[3, :2, :2], [[0, 255], [255, 255]])
+
+
+def test_stacked_bands_takes_the_readers_buffer_without_a_copy() -> None:
+    from eostats.plugins.tools import stacked_bands
+
+    buffer = np.empty((4, 3, 2, 5), dtype=np.int16)  # owns its memory, as the reader's buffers do
+    buffer[...] = np.arange(buffer.size).reshape(buffer.shape)
+    view = stacked_bands([buffer[1], buffer[2], buffer[3]])
+    assert view.base is buffer and np.shares_memory(view, buffer)
+    np.testing.assert_array_equal(view, buffer[1:])
+    # out of order, a gap, or arrays of their own: a stacked copy, equal to np.stack's
+    for layers in ([buffer[2], buffer[1]], [buffer[0], buffer[2]], [buffer[0].copy(), buffer[1]]):
+        stacked = stacked_bands(layers)
+        assert not np.shares_memory(stacked, buffer)
+        np.testing.assert_array_equal(stacked, np.stack(layers))

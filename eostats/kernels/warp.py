@@ -246,102 +246,73 @@ def _bilinear_taps(sx, sy, h, w, centre, corner, flags, rx, ry):
         flags[i] = bits
 
 
-_TAP_CHUNK = 2048  # destination pixels whose samples and weights are worked out once for every array of a stack
-
-
 @numba.njit(cache=True, nogil=True)
 def _bilinear(src, w, centre, corner, flags, rx, ry, nodata, has_nodata, is_int, lo, hi, out):
-    """src (k, h*w) → out (k, n) with precomputed taps. The destination is taken in chunks: a chunk's sample
-    indices and weights are derived from the taps once, kept in cache, and used for every array of the stack
-    (streaming the taps again for each array cost more than the arithmetic)."""
+    """src (k, h*w) → out (k, n) with precomputed taps: one streaming pass per array of the stack."""
     n_stack = src.shape[0]
-    n = centre.size
-    j00s = np.empty(_TAP_CHUNK, np.int64)
-    j01s = np.empty(_TAP_CHUNK, np.int64)
-    j10s = np.empty(_TAP_CHUNK, np.int64)
-    j11s = np.empty(_TAP_CHUNK, np.int64)
-    w00s = np.empty(_TAP_CHUNK, np.float64)
-    w01s = np.empty(_TAP_CHUNK, np.float64)
-    w10s = np.empty(_TAP_CHUNK, np.float64)
-    w11s = np.empty(_TAP_CHUNK, np.float64)
-    full = np.empty(_TAP_CHUNK, np.bool_)
-    totals = np.empty(_TAP_CHUNK, np.float64)
-    for start in range(0, n, _TAP_CHUNK):
-        m = min(n - start, _TAP_CHUNK)
-        for t in range(m):
-            i = start + t
+    for k in range(n_stack):
+        layer = src[k]
+        result = out[k]
+        for i in range(centre.size):
+            c = centre[i]
+            if c < 0 or not _is_valid(layer[c], nodata, has_nodata):
+                result[i] = nodata
+                continue  # GDAL: no value where the pixel under the centre is missing
             bits = flags[i]
             fx = rx[i]
             fy = ry[i]
-            j00 = np.int64(corner[i])
+            j00 = corner[i]
             j01 = j00 + 1 if bits & _NEXT_COL else j00
             j10 = j00 + w if bits & _NEXT_ROW else j00
-            j00s[t] = j00
-            j01s[t] = j01
-            j10s[t] = j10
-            j11s[t] = j10 + (j01 - j00)
-            w00s[t] = fx * fy if bits & _UL else 0.0
-            w01s[t] = (1.0 - fx) * fy if bits & _UR else 0.0
-            w11s[t] = (1.0 - fx) * (1.0 - fy) if bits & _LR else 0.0
-            w10s[t] = fx * (1.0 - fy) if bits & _LL else 0.0
-            full[t] = w00s[t] > 0.0 and w01s[t] > 0.0 and w11s[t] > 0.0 and w10s[t] > 0.0
-            totals[t] = w00s[t] + w01s[t] + w11s[t] + w10s[t]
-        for k in range(n_stack):
-            layer = src[k]
-            result = out[k]
-            for t in range(m):
-                i = start + t
-                c = centre[i]
-                if c < 0:
+            j11 = j10 + (j01 - j00)
+            w00 = fx * fy if bits & _UL else 0.0
+            w01 = (1.0 - fx) * fy if bits & _UR else 0.0
+            w11 = (1.0 - fx) * (1.0 - fy) if bits & _LR else 0.0
+            w10 = fx * (1.0 - fy) if bits & _LL else 0.0
+            v00 = layer[j00]
+            v01 = layer[j01]
+            v11 = layer[j11]
+            v10 = layer[j10]
+            if (
+                (w00 > 0.0)
+                & (w01 > 0.0)
+                & (w11 > 0.0)
+                & (w10 > 0.0)
+                & _is_valid(v00, nodata, has_nodata)
+                & _is_valid(v01, nodata, has_nodata)
+                & _is_valid(v11, nodata, has_nodata)
+                & _is_valid(v10, nodata, has_nodata)
+            ):
+                # the usual pixel: four samples inside, every one data, summed in GDAL's order as below without
+                # the branches
+                acc = w00 * v00 + w01 * v01 + w11 * v11 + w10 * v10
+                total = w00 + w01 + w11 + w10
+            else:
+                # GDAL's sample order: upper left, upper right, lower right, lower left
+                acc = 0.0
+                total = 0.0
+                if w00 > 0.0 and _is_valid(v00, nodata, has_nodata):
+                    acc += w00 * v00
+                    total += w00
+                if w01 > 0.0 and _is_valid(v01, nodata, has_nodata):
+                    acc += w01 * v01
+                    total += w01
+                if w11 > 0.0 and _is_valid(v11, nodata, has_nodata):
+                    acc += w11 * v11
+                    total += w11
+                if w10 > 0.0 and _is_valid(v10, nodata, has_nodata):
+                    acc += w10 * v10
+                    total += w10
+                if total < 1e-5:
                     result[i] = nodata
                     continue
-                w00 = w00s[t]
-                w01 = w01s[t]
-                w11 = w11s[t]
-                w10 = w10s[t]
-                v00 = layer[j00s[t]]
-                v01 = layer[j01s[t]]
-                v11 = layer[j11s[t]]
-                v10 = layer[j10s[t]]
-                if full[t] and (
-                    _is_valid(v00, nodata, has_nodata)
-                    & _is_valid(v01, nodata, has_nodata)
-                    & _is_valid(v11, nodata, has_nodata)
-                    & _is_valid(v10, nodata, has_nodata)
-                ):
-                    # the usual pixel: four samples inside, every one data (the one under the centre among them),
-                    # summed in GDAL's order as below, without the branches
-                    acc = w00 * v00 + w01 * v01 + w11 * v11 + w10 * v10
-                    total = totals[t]
-                else:
-                    if not _is_valid(layer[c], nodata, has_nodata):
-                        result[i] = nodata
-                        continue  # GDAL: no value where the pixel under the centre is missing
-                    # GDAL's sample order: upper left, upper right, lower right, lower left
-                    acc = 0.0
-                    total = 0.0
-                    if w00 > 0.0 and _is_valid(v00, nodata, has_nodata):
-                        acc += w00 * v00
-                        total += w00
-                    if w01 > 0.0 and _is_valid(v01, nodata, has_nodata):
-                        acc += w01 * v01
-                        total += w01
-                    if w11 > 0.0 and _is_valid(v11, nodata, has_nodata):
-                        acc += w11 * v11
-                        total += w11
-                    if w10 > 0.0 and _is_valid(v10, nodata, has_nodata):
-                        acc += w10 * v10
-                        total += w10
-                    if total < 1e-5:
-                        result[i] = nodata
-                        continue
-                value = acc if total == 1.0 else acc / total
-                if is_int:
-                    value = np.floor(value + 0.5)
-                    value = min(max(value, lo), hi)
-                    if has_nodata and value == nodata:
-                        value = nodata + 1 if nodata == lo else nodata - 1
-                result[i] = value
+            value = acc if total == 1.0 else acc / total
+            if is_int:
+                value = np.floor(value + 0.5)
+                value = min(max(value, lo), hi)
+                if has_nodata and value == nodata:
+                    value = nodata + 1 if nodata == lo else nodata - 1
+            result[i] = value
 
 
 def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:

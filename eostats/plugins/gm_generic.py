@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from eostats.kernels.classmask import PackedClassMask
 from eostats.kernels.geomedian import GeomedianResult, median_to_dn
 from eostats.kernels.gpu import (  # the CPU or GPU kernel, as the tile's backend says
     active_backend,
@@ -28,7 +29,7 @@ from eostats.kernels.gpu import (  # the CPU or GPU kernel, as the tile's backen
 )
 from eostats.plugins import register
 from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin, check_mapping
-from eostats.plugins.tools import SCRATCH_INPUTS, ClassMask, band_nodata, erase
+from eostats.plugins.tools import SCRATCH_INPUTS, ClassMask, band_nodata, erase, stacked_bands
 
 DEFAULT_AUX_NAMES = {"smad": "smad", "emad": "emad", "bcmad": "bcmad", "count": "count"}
 _KERNEL_DTYPES = (np.dtype("int16"), np.dtype("uint16"), np.dtype("float32"))
@@ -172,10 +173,14 @@ class GeomedianGeneric(StatsPlugin):
 
     # -- steps ----------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
-        bad = self.mask.bad(xx) if self.mask else None
         scratch = bool(
             xx.attrs.get(SCRATCH_INPUTS)
         )  # the tile reader's own decoded arrays: no copies
+        if scratch and isinstance(self.mask, ClassMask):
+            erased = self._erase_packed(xx)
+            if erased is not None:
+                return erased
+        bad = self.mask.bad(xx) if self.mask else None
         out = {}
         for band in self.bands:
             var = xx[band]
@@ -185,6 +190,33 @@ class GeomedianGeneric(StatsPlugin):
                 if bad is not None
                 else var.assign_attrs(nodata=nodata)
             )
+        return xr.Dataset(out, attrs={k: v for k, v in xx.attrs.items() if k != SCRATCH_INPUTS})
+
+    def _erase_packed(self, xx: xr.Dataset) -> xr.Dataset | None:
+        """:meth:`native_transform` of the tile reader's in-memory observations, the mask worked out on bit-packed
+        planes and the bands erased in place (:class:`~eostats.kernels.classmask.PackedClassMask`); None where
+        that does not apply (lazy or read-only arrays, a class band that is not 8/16-bit, large radii)."""
+        mask = self.mask
+        names = [mask.band, *([mask.contiguity_band] if mask.contiguity_band else []), *self.bands]
+        arrays = {name: xx[name].variable._data for name in names}
+        if not all(
+            isinstance(a, np.ndarray) and a.ndim == 3 and a.flags.c_contiguous
+            for a in arrays.values()
+        ) or not all(arrays[band].flags.writeable for band in self.bands):
+            return None
+        classes = arrays[mask.band]
+        contiguity = arrays[mask.contiguity_band] if mask.contiguity_band else None
+        if not PackedClassMask.supports(mask.cloud_filters, classes.dtype) or (
+            contiguity is not None
+            and not (contiguity.dtype.kind in "iub" and contiguity.dtype.itemsize <= 2)
+        ):
+            return None
+        nodata = {band: band_nodata(xx[band], self.output_nodata) for band in self.bands}
+        packed = PackedClassMask(
+            mask.nodata_codes, mask.cloud_filters, classes.dtype, classes.shape[1:]
+        )
+        packed.erase(classes, contiguity, [(arrays[band], nodata[band]) for band in self.bands])
+        out = {band: xx[band].assign_attrs(nodata=nodata[band]) for band in self.bands}
         return xr.Dataset(out, attrs={k: v for k, v in xx.attrs.items() if k != SCRATCH_INPUTS})
 
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
@@ -203,7 +235,7 @@ class GeomedianGeneric(StatsPlugin):
             if band_nd != nodata and not (isinstance(band_nd, float) and np.isnan(band_nd)):
                 values = np.where(values == band_nd, nodata, values)
             layers.append(values)
-        stack = np.stack(layers)
+        stack = stacked_bands(layers)
         if stack.dtype not in _KERNEL_DTYPES:
             stack = stack.astype(np.float32)
         # geomad's warm start is sequential along a row: the GPU kernel runs the per-pixel mean start

@@ -366,6 +366,33 @@ def erase(
     return out
 
 
+def stacked_bands(layers: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.stack(layers)``, without the copy when the layers are consecutive slices of one C-contiguous array (the
+    tile reader keeps the variables of one dtype in one ``(variable, time, y, x)`` buffer): then that array's
+    slice, a view."""
+    first = layers[0]
+    base = first.base
+    if (
+        isinstance(base, np.ndarray)
+        and base.flags.c_contiguous
+        and base.ndim == first.ndim + 1
+        and base.shape[1:] == first.shape
+        and base.dtype == first.dtype
+        and all(layer.base is base and layer.flags.c_contiguous for layer in layers)
+    ):
+        start, step = _address(base), first.nbytes
+        offset, remainder = divmod(_address(first) - start, step)
+        if remainder == 0 and all(
+            _address(layer) == start + (offset + k) * step for k, layer in enumerate(layers)
+        ):
+            return base[offset : offset + len(layers)]
+    return np.stack(layers)
+
+
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
 def _in_memory(var: xr.DataArray) -> bool:
     return isinstance(var.variable._data, np.ndarray)
 

@@ -1,0 +1,173 @@
+"""Bad pixels of an enumerated class band (fmask, SCL) worked out on bit-packed planes, and erased in place.
+
+:class:`eostats.plugins.tools.ClassMask` defines bad = class in the nodata codes ∪ (contiguity = 0) ∪ ⋃ over its
+cloud filters of cleanup(class in the filter's codes, the filter's chain). On a tile block's decoded observations
+the xarray version makes a boolean array per term and per morphological step and then a filled copy per band;
+here each observation's class band is looked up once into bit-packed planes (one for the unbuffered terms, one
+per filter with a chain), each filter plane is cleaned by :class:`eostats.masking.PackedMorphology`, the planes
+are ORed, and the bands' pixels under set bits are overwritten with their nodata. Same result, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+from eostats.masking import (
+    _EDT_MIN_RADIUS,
+    PackedLayout,
+    PackedMorphology,
+    cleanup_depth,
+    validate_ops,
+)
+
+__all__ = ["PackedClassMask"]
+
+_MAX_PLANES = 8  # one bit of the lookup table per plane
+
+
+class PackedClassMask:
+    """A class mask's recipe, ready for :meth:`erase` on ``(time, y, x)`` stacks of one window shape.
+
+    :param nodata_codes: classes that are no data.
+    :param filters: ``(codes, chain)`` per cloud filter: the codes' pixels, cleaned by ``chain`` (validated
+        ``(operation, radius)`` pairs, radii in native pixels; an empty chain leaves them as they are).
+    :param dtype: the class band's dtype (8- or 16-bit integer).
+    :param shape: ``(ny, nx)`` of the window.
+    """
+
+    def __init__(
+        self,
+        nodata_codes: Sequence[int],
+        filters: Sequence[tuple[Sequence[int], Sequence[tuple[str, float]]]],
+        dtype: np.dtype,
+        shape: tuple[int, int],
+    ) -> None:
+        dtype = np.dtype(dtype)
+        self.chains = [validate_ops(chain) for _, chain in filters if chain]
+        depth = max((cleanup_depth(chain) for chain in self.chains), default=0)
+        self.layout = PackedLayout(int(shape[0]), int(shape[1]), depth)
+        self._unsigned = np.dtype(f"u{dtype.itemsize}")
+        table = np.zeros(2 ** (8 * dtype.itemsize), dtype=np.uint8)
+        table[_slots(nodata_codes, dtype)] |= 1
+        plane = 1
+        for codes, chain in filters:
+            # unbuffered filters are plain bad classes; each chained one gets its own plane
+            table[_slots(codes, dtype)] |= 1 << plane if chain else 1
+            plane += 1 if chain else 0
+        self.table = table
+        self.planes = np.zeros((plane, *self.layout.shape), dtype=np.uint64)
+        self._morphology = PackedMorphology(self.layout.shape)
+
+    @staticmethod
+    def supports(
+        filters: Sequence[tuple[Sequence[int], Sequence[tuple[str, float]]]], dtype: np.dtype
+    ) -> bool:
+        """Whether these filters and this class dtype can be worked on packed planes (8/16-bit classes, at most
+        seven chained filters, radii the packed morphology takes)."""
+        dtype = np.dtype(dtype)
+        chained = [chain for _, chain in filters if chain]
+        return (
+            dtype.kind in "iu"
+            and dtype.itemsize <= 2
+            and len(chained) < _MAX_PLANES
+            and all(radius < _EDT_MIN_RADIUS for chain in chained for _, radius in chain)
+        )
+
+    def erase(
+        self,
+        classes: np.ndarray,
+        contiguity: np.ndarray | None,
+        bands: Sequence[tuple[np.ndarray, object]],
+    ) -> None:
+        """For each observation ``t`` of ``classes`` (``(time, y, x)``): every ``(values, nodata)`` of ``bands``
+        (C-contiguous ``(time, y, x)`` arrays, overwritten) gets ``nodata`` where the observation is bad.
+        ``contiguity``: the contiguity band (bad where 0), or None."""
+        lay = self.layout
+        if classes.shape[1:] != (lay.ny, lay.nx):
+            raise ValueError(f"classes of shape {classes.shape} for a {lay.ny, lay.nx} window")
+        for t in range(classes.shape[0]):
+            self.planes[...] = 0
+            values = np.ascontiguousarray(classes[t]).view(self._unsigned)
+            _classify_planes(values, self.table, self.planes, lay.row0, lay.word0)
+            if contiguity is not None:
+                flags = np.ascontiguousarray(contiguity[t])
+                flags = (
+                    flags.view(f"u{flags.dtype.itemsize}") if flags.dtype.kind in "ib" else flags
+                )
+                _classify_planes(
+                    flags, _zero_table(flags.dtype), self.planes[:1], lay.row0, lay.word0
+                )
+            bad = self.planes[0]
+            for k, chain in enumerate(self.chains, start=1):
+                np.bitwise_or(bad, self._morphology.cleanup(self.planes[k], chain), out=bad)
+            for values_t, nodata in ((v[t], nodata) for v, nodata in bands):
+                _erase_bits(values_t, bad, lay.row0, lay.word0, values_t.dtype.type(nodata))
+
+
+def _zero_table(dtype: np.dtype) -> np.ndarray:
+    """Lookup table of an unsigned 8- or 16-bit dtype: bit 0 set for the value 0 only."""
+    table = np.zeros(2 ** (8 * np.dtype(dtype).itemsize), dtype=np.uint8)
+    table[0] = 1
+    return table
+
+
+def _slots(codes: Sequence[int], dtype: np.dtype) -> list[int]:
+    """The unsigned bit patterns of ``codes`` in ``dtype`` (a code the dtype cannot hold never matches)."""
+    info = np.iinfo(dtype)
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    return [
+        int(np.array(int(c), dtype=dtype).view(unsigned))
+        for c in codes
+        if info.min <= int(c) <= info.max
+    ]
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify_planes(values, table, planes, row0, word0):
+    """OR bit ``k`` of ``table[value]`` of each pixel of ``values`` (``(ny, nx)``) into plane ``k``."""
+    ny, nx = values.shape
+    n_planes = planes.shape[0]
+    n_words = (nx + 63) // 64
+    looked_up = np.zeros(n_words * 8, dtype=np.uint64)  # bytes beyond nx stay 0
+    classes = looked_up.view(np.uint8)
+    low_bits = np.uint64(0x0101010101010101)
+    gather = np.uint64(0x0102040810204080)  # byte j's bit 0 → bit 56 + j
+    top = np.uint64(56)
+    for y in range(ny):
+        row = values[y]
+        for x in range(nx):
+            classes[x] = table[row[x]]
+        for i in range(n_words):
+            for k in range(n_planes):
+                shift = np.uint64(k)
+                word = np.uint64(0)
+                for b in range(8):
+                    eight = looked_up[8 * i + b]
+                    word |= ((((eight >> shift) & low_bits) * gather) >> top) << np.uint64(8 * b)
+                planes[k, row0 + y, word0 + i] |= word
+
+
+@numba.njit(cache=True, nogil=True)
+def _erase_bits(values, plane, row0, word0, fill):
+    """``values`` (``(ny, nx)``) = ``fill`` where the plane's bit is set (bits beyond ``nx`` ignored)."""
+    ny, nx = values.shape
+    n_words = (nx + 63) // 64
+    full = ~np.uint64(0)
+    for y in range(ny):
+        words = plane[row0 + y]
+        row = values[y]
+        for i in range(n_words):
+            word = words[word0 + i]
+            if word == 0:
+                continue
+            x0 = 64 * i
+            x1 = min(x0 + 64, nx)
+            if word == full:
+                row[x0:x1] = fill
+                continue
+            for x in range(x0, x1):
+                if (word >> np.uint64(x - x0)) & np.uint64(1):
+                    row[x] = fill
