@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import json
 import math
 import operator
@@ -234,6 +235,41 @@ def _crs_name(crs: CRS) -> str:
     return f"EPSG:{crs.epsg}" if crs.epsg else str(crs.to_wkt())[:80]
 
 
+_CURRENT_EXTENSIONS = (  # pystac's extensions whose current schema URI an item may declare as it is
+    ("eo", "EOExtension"),
+    ("projection", "ProjectionExtension"),
+    ("raster", "RasterExtension"),
+    ("view", "ViewExtension"),
+    ("sat", "SatExtension"),
+    ("file", "FileExtension"),
+    ("timestamps", "TimestampsExtension"),
+    ("storage", "StorageExtension"),
+    ("version", "VersionExtension"),
+    ("grid", "GridExtension"),
+    ("mgrs", "MgrsExtension"),
+    ("classification", "ClassificationExtension"),
+)
+
+
+@functools.cache
+def _current_extension_schemas() -> frozenset[str]:
+    return frozenset(
+        getattr(importlib.import_module(f"pystac.extensions.{module}"), name).get_schema_uri()
+        for module, name in _CURRENT_EXTENSIONS
+    )
+
+
+def _needs_migration(item: Mapping[str, Any]) -> bool:
+    """Whether pystac's migration could change the item: unless it is of pystac's STAC version and declares only
+    the current schema of extensions pystac knows. (The migration deep-copies the item first: ~1 ms per scene.)"""
+    if item.get("stac_version") != pystac.get_stac_version():
+        return True
+    extensions = item.get("stac_extensions")
+    return not isinstance(extensions, list) or not _current_extension_schemas().issuperset(
+        extensions
+    )
+
+
 def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
     if isinstance(item, pystac.Item):
         return item
@@ -245,7 +281,9 @@ def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
         own_copy = None
     try:
         if own_copy is not None:
-            return pystac.Item.from_dict(own_copy, preserve_dict=False)
+            return pystac.Item.from_dict(
+                own_copy, preserve_dict=False, migrate=_needs_migration(own_copy)
+            )
         return pystac.Item.from_dict(dict(item))
     except Exception as err:
         item_id = item.get("id") if isinstance(item, Mapping) else None

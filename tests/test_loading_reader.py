@@ -478,3 +478,46 @@ def test_days_of_one_observation_skip_the_fuse_and_match_the_reference(task_item
             diff = np.abs(a.astype(np.int32) - b)[(a != nodata) & (b != nodata)]
             assert diff.max() <= 1 and np.mean(diff == 0) >= 0.998, name
         assert (ours["nbart_red"].values != -999).sum() > 1000
+
+
+def _item_dict(version: str, extensions: list[str], properties: dict) -> dict:
+    return {
+        "type": "Feature",
+        "stac_version": version,
+        "stac_extensions": extensions,
+        "id": "scene",
+        "geometry": {"type": "Point", "coordinates": [149.0, -35.0]},
+        "bbox": [149.0, -35.0, 149.0, -35.0],
+        "properties": {"datetime": "2021-01-01T00:00:00Z", **properties},
+        "assets": {"red": {"href": "/data/red.tif", "roles": ["data"]}},
+        "links": [],
+    }
+
+
+def test_items_already_current_are_not_migrated_and_parse_the_same() -> None:
+    import copy
+
+    from eostats.loading import _needs_migration, _parse_item
+
+    current = _item_dict(
+        "1.1.0",
+        [
+            "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+            "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+        ],
+        {"proj:code": "EPSG:32755", "proj:shape": [10, 10]},
+    )
+    older = _item_dict(
+        "1.0.0",
+        ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
+        {"proj:epsg": 32755},
+    )
+    unknown = {**current, "stac_extensions": ["https://example.com/other/v1.0.0/schema.json"]}
+    assert not _needs_migration(current)
+    assert _needs_migration(older) and _needs_migration(unknown)
+    assert _needs_migration({**current, "stac_version": "1.0.0"})
+    for doc in (current, older, unknown):
+        expected = pystac.Item.from_dict(copy.deepcopy(doc)).to_dict()
+        assert _parse_item(doc).to_dict() == expected
+    # the older item is migrated: its EPSG code becomes proj:code
+    assert _parse_item(older).properties["proj:code"] == "EPSG:32755"

@@ -128,9 +128,11 @@ class ClearCounter:
         small = self._small.view(np.uint64)
         _add_bits(self._valid, None, small[0], *window)
         _add_bits(self._valid, self._erased, small[1], *window)
+        # a day with nothing erased stays so under every chain (each operation keeps an empty plane empty)
+        anything_erased = bool(self._erased.any())
         for k, chain in enumerate(self.chains):
             cleaned = self._erased
-            if chain:
+            if chain and anything_erased:
                 np.copyto(self._cleaning, self._erased)
                 cleaned = self._morphology.cleanup(self._cleaning, chain)
             _add_bits(self._valid, cleaned, small[2 + k], *window)
