@@ -37,11 +37,14 @@ class Sizes:
     memory_chunks: tuple[int, ...]
     planning_jobs: tuple[int, ...]
     cache_items: int
+    rounds: int = 1  # alternating rounds of the tile and 10 000-job planning figures (median-ratio round shown)
     extra: dict = field(default_factory=dict)
 
 
 QUICK = Sizes(96, 24, 128, 8, 4, 128, 8, 4, (64,), (200,), 3_000)
-FULL = Sizes(1024, 40, 1024, 40, 10, 3200, 40, 10, (512, 2048), (10_000, 50_000), 1_000_000)
+FULL = Sizes(
+    1024, 40, 1024, 40, 10, 3200, 40, 10, (512, 2048), (10_000, 50_000), 1_000_000, rounds=3
+)
 
 
 def machine() -> dict:
@@ -80,10 +83,10 @@ def run(figures: list[str], sizes: Sizes, workdir: Path, threads: int, log=print
             workdir, sizes.kernel_px, sizes.kernel_obs, threads
         ),
         "clear_counts": lambda: clear_count_figures(
-            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads
+            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads, sizes.rounds
         ),
         "whole_tile": lambda: whole_tile_figures(
-            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads
+            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads, sizes.rounds
         ),
         "memory": lambda: memory_figures(
             workdir,
@@ -93,7 +96,7 @@ def run(figures: list[str], sizes: Sizes, workdir: Path, threads: int, log=print
             threads,
             list(sizes.memory_chunks),
         ),
-        "planning": lambda: planning_figures(workdir, list(sizes.planning_jobs)),
+        "planning": lambda: planning_figures(workdir, list(sizes.planning_jobs), sizes.rounds),
         # the one-process reference path takes minutes at a million items: measured in quick mode only
         "cache": lambda: cache_figures(
             workdir, sizes.cache_items, threads, sequential=sizes.cache_items <= 100_000
