@@ -33,6 +33,7 @@ __all__ = [
     "MORPHOLOGY_OPS",
     "PackedLayout",
     "PackedMorphology",
+    "class_slots",
     "cleanup_depth",
     "enum_to_bool",
     "mask_cleanup",
@@ -73,6 +74,20 @@ def enum_to_bool(
     for value in values[1:]:
         hit = hit | (band == value)
     return hit
+
+
+def class_slots(codes: Iterable[int], dtype: Any) -> list[int]:
+    """Where ``codes`` fall in a lookup table over every value of the 8- or 16-bit integer ``dtype``, indexed by the
+    value's unsigned bit pattern (so -1 of an int16 band is slot 65535). A code the dtype cannot hold never
+    matches: it has no slot."""
+    dtype = np.dtype(dtype)
+    info = np.iinfo(dtype)
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    return [
+        int(np.array(int(c), dtype=dtype).view(unsigned))
+        for c in codes
+        if info.min <= int(c) <= info.max
+    ]
 
 
 def validate_ops(ops: Iterable[Sequence[Any]]) -> list[tuple[str, float]]:

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from eostats.masking import (
     FMASK_CLASSES,
+    class_slots,
     cleanup_depth,
     enum_to_bool,
     mask_cleanup,
@@ -347,3 +348,13 @@ def test_enum_to_bool_custom_classes_and_lazy_arrays() -> None:
 def test_enum_to_bool_unknown_class() -> None:
     with pytest.raises(ValueError, match="'cirrus'.*cloud"):
         enum_to_bool(np.zeros((2, 2), np.uint8), ["cirrus"])
+
+
+def test_class_slots_index_the_unsigned_bit_pattern_and_drop_codes_out_of_range() -> None:
+    assert class_slots([-1, 5, -32768, 70000], np.int16) == [65535, 5, 32768]
+    assert class_slots([0, 255, 256, -1], np.uint8) == [0, 255]
+    # the slot of each value reads it back: a table indexed by the band's unsigned view finds it
+    band = np.array([-999, 3, -1], dtype=np.int16)
+    table = np.zeros(2**16, dtype=bool)
+    table[class_slots([-999, -1], np.int16)] = True
+    np.testing.assert_array_equal(table[band.view(np.uint16)], [True, False, True])

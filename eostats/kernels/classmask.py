@@ -19,6 +19,7 @@ from eostats.masking import (
     _EDT_MIN_RADIUS,
     PackedLayout,
     PackedMorphology,
+    class_slots,
     cleanup_depth,
     validate_ops,
 )
@@ -51,11 +52,11 @@ class PackedClassMask:
         self.layout = PackedLayout(int(shape[0]), int(shape[1]), depth)
         self._unsigned = np.dtype(f"u{dtype.itemsize}")
         table = np.zeros(2 ** (8 * dtype.itemsize), dtype=np.uint8)
-        table[_slots(nodata_codes, dtype)] |= 1
+        table[class_slots(nodata_codes, dtype)] |= 1
         plane = 1
         for codes, chain in filters:
             # unbuffered filters are plain bad classes; each chained one gets its own plane
-            table[_slots(codes, dtype)] |= 1 << plane if chain else 1
+            table[class_slots(codes, dtype)] |= 1 << plane if chain else 1
             plane += 1 if chain else 0
         self.table = table
         self.planes = np.zeros((plane, *self.layout.shape), dtype=np.uint64)
@@ -112,17 +113,6 @@ def _zero_table(dtype: np.dtype) -> np.ndarray:
     table = np.zeros(2 ** (8 * np.dtype(dtype).itemsize), dtype=np.uint8)
     table[0] = 1
     return table
-
-
-def _slots(codes: Sequence[int], dtype: np.dtype) -> list[int]:
-    """The unsigned bit patterns of ``codes`` in ``dtype`` (a code the dtype cannot hold never matches)."""
-    info = np.iinfo(dtype)
-    unsigned = np.dtype(f"u{dtype.itemsize}")
-    return [
-        int(np.array(int(c), dtype=dtype).view(unsigned))
-        for c in codes
-        if info.min <= int(c) <= info.max
-    ]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from eostats.masking import PackedLayout, PackedMorphology, cleanup_depth, validate_ops
+from eostats.masking import (
+    PackedLayout,
+    PackedMorphology,
+    class_slots,
+    cleanup_depth,
+    validate_ops,
+)
 
 __all__ = ["ClearCountRecipe", "ClearCounter", "class_table"]
 
@@ -62,20 +68,9 @@ def class_table(recipe: ClearCountRecipe, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind not in "iu" or dtype.itemsize > 2:
         raise TypeError(f"class band must be an 8- or 16-bit integer, got {dtype}")
-    unsigned = np.dtype(f"u{dtype.itemsize}")
-    info = np.iinfo(dtype)
-
-    def slots(codes: Sequence[int]) -> list[int]:
-        # a code the dtype cannot hold never matches
-        return [
-            int(np.array(int(c), dtype=dtype).view(unsigned))
-            for c in codes
-            if info.min <= int(c) <= info.max
-        ]
-
     table = np.full(2 ** (8 * dtype.itemsize), _VALID, dtype=np.uint8)
-    table[slots(recipe.erase_codes)] |= _ERASED
-    table[slots(recipe.nodata_codes)] = 0
+    table[class_slots(recipe.erase_codes, dtype)] |= _ERASED
+    table[class_slots(recipe.nodata_codes, dtype)] = 0
     return table
 
 

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 import xarray as xr
 
-from eostats.masking import FMASK_CLASSES, cleanup_depth, mask_cleanup_dask
+from eostats.masking import FMASK_CLASSES, class_slots, cleanup_depth, mask_cleanup_dask
 from eostats.plugins.base import PluginConfigError, check_mapping, nodata_of, parse_filter_chain
 
 # ------------------------------------------------------------------------------------------------
@@ -403,13 +403,9 @@ def class_in(band: xr.DataArray, codes: Sequence[int]) -> xr.DataArray:
     dtype = band.dtype
     if not (_in_memory(band) and dtype.kind in "iu" and dtype.itemsize <= 2):
         return band.isin(codes)
-    unsigned = np.dtype(f"u{dtype.itemsize}")
-    info = np.iinfo(dtype)
     table = np.zeros(2 ** (8 * dtype.itemsize), dtype=bool)
-    for code in codes:
-        if info.min <= int(code) <= info.max:  # a code the dtype cannot hold never matches
-            table[np.array(int(code), dtype=dtype).view(unsigned)] = True
-    values = np.ascontiguousarray(band.values).view(unsigned)
+    table[class_slots(codes, dtype)] = True
+    values = np.ascontiguousarray(band.values).view(f"u{dtype.itemsize}")
     hit = np.empty(values.shape, dtype=bool)
     _lookup(values.reshape(-1), table, hit.reshape(-1))
     return band.copy(data=hit)  # name, coords and attrs as isin keeps them
