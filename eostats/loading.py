@@ -927,9 +927,8 @@ class TaskReader:
                     src.close()
                 handles.clear()
             self._all_handles.clear()
-        self._handles = (
-            _Handles()
-        )  # drops every thread's decode buffers (dask's threads outlive the reader)
+        # a new one drops every thread's decode buffers (dask's threads outlive the reader)
+        self._handles = _Handles()
 
     def __enter__(self) -> TaskReader:
         return self

@@ -34,6 +34,7 @@ __all__ = [
     "PackedLayout",
     "PackedMorphology",
     "class_slots",
+    "classify_packed",
     "cleanup_depth",
     "enum_to_bool",
     "mask_cleanup",
@@ -371,6 +372,33 @@ class PackedMorphology:
                 if complement:
                     np.invert(plane, out=plane)
         return plane
+
+
+@numba.njit(cache=True, nogil=True)
+def classify_packed(values, table, planes, row0, word0):
+    """OR bit ``k`` of ``table[value]`` of each pixel of ``values`` (``(ny, nx)``, unsigned) into plane ``k`` of
+    ``planes`` (``(k, ...)`` planes of one :class:`PackedLayout`, the mask at ``(row0, word0)``): each row looked
+    up into bytes, then every 8 bytes' bit ``k`` gathered into one byte by a multiplication."""
+    ny, nx = values.shape
+    n_planes = planes.shape[0]
+    n_words = (nx + 63) // 64
+    looked_up = np.zeros(n_words * 8, dtype=np.uint64)  # bytes beyond nx stay 0
+    classes = looked_up.view(np.uint8)
+    low_bits = np.uint64(0x0101010101010101)
+    gather = np.uint64(0x0102040810204080)  # byte j's bit 0 → bit 56 + j
+    top = np.uint64(56)
+    for y in range(ny):
+        row = values[y]
+        for x in range(nx):
+            classes[x] = table[row[x]]
+        for i in range(n_words):
+            for k in range(n_planes):
+                shift = np.uint64(k)
+                word = np.uint64(0)
+                for b in range(8):
+                    eight = looked_up[8 * i + b]
+                    word |= ((((eight >> shift) & low_bits) * gather) >> top) << np.uint64(8 * b)
+                planes[k, row0 + y, word0 + i] |= word
 
 
 def _packed_cleanup(mask: np.ndarray, ops: list[tuple[str, float]]) -> np.ndarray:

@@ -92,3 +92,5 @@ def test_packed_mask_supports_only_what_it_can_do() -> None:
     assert not PackedClassMask.supports([([2], chain)], np.dtype("int32"))
     assert not PackedClassMask.supports([([2], [("dilation", 40)])], np.dtype("uint8"))
     assert not PackedClassMask.supports([([k], chain) for k in range(8)], np.dtype("uint8"))
+    assert PackedClassMask.supports([([2], chain)], np.dtype("uint8"), np.dtype("bool"))
+    assert not PackedClassMask.supports([([2], chain)], np.dtype("uint8"), np.dtype("float32"))

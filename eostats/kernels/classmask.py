@@ -20,6 +20,7 @@ from eostats.masking import (
     PackedLayout,
     PackedMorphology,
     class_slots,
+    classify_packed,
     cleanup_depth,
     validate_ops,
 )
@@ -64,15 +65,20 @@ class PackedClassMask:
 
     @staticmethod
     def supports(
-        filters: Sequence[tuple[Sequence[int], Sequence[tuple[str, float]]]], dtype: np.dtype
+        filters: Sequence[tuple[Sequence[int], Sequence[tuple[str, float]]]],
+        dtype: np.dtype,
+        contiguity_dtype: np.dtype | None = None,
     ) -> bool:
-        """Whether these filters and this class dtype can be worked on packed planes (8/16-bit classes, at most
-        seven chained filters, radii the packed morphology takes)."""
+        """Whether these filters, this class dtype and this contiguity dtype (None: no contiguity band) can be
+        worked on packed planes (8/16-bit classes and contiguity, at most seven chained filters, radii the packed
+        morphology takes)."""
         dtype = np.dtype(dtype)
         chained = [chain for _, chain in filters if chain]
+        contiguity = np.dtype(contiguity_dtype) if contiguity_dtype is not None else None
         return (
             dtype.kind in "iu"
             and dtype.itemsize <= 2
+            and (contiguity is None or (contiguity.kind in "iub" and contiguity.itemsize <= 2))
             and len(chained) < _MAX_PLANES
             and all(radius < _EDT_MIN_RADIUS for chain in chained for _, radius in chain)
         )
@@ -89,55 +95,23 @@ class PackedClassMask:
         lay = self.layout
         if classes.shape[1:] != (lay.ny, lay.nx):
             raise ValueError(f"classes of shape {classes.shape} for a {lay.ny, lay.nx} window")
+        if contiguity is not None:
+            # bad where 0: looked up like the classes, by the unsigned bit pattern (bool as uint8)
+            contiguity = contiguity.view(f"u{contiguity.dtype.itemsize}")
+            zero_table = np.zeros(2 ** (8 * contiguity.dtype.itemsize), dtype=np.uint8)
+            zero_table[0] = 1
         for t in range(classes.shape[0]):
             self.planes[...] = 0
             values = np.ascontiguousarray(classes[t]).view(self._unsigned)
-            _classify_planes(values, self.table, self.planes, lay.row0, lay.word0)
+            classify_packed(values, self.table, self.planes, lay.row0, lay.word0)
             if contiguity is not None:
                 flags = np.ascontiguousarray(contiguity[t])
-                flags = (
-                    flags.view(f"u{flags.dtype.itemsize}") if flags.dtype.kind in "ib" else flags
-                )
-                _classify_planes(
-                    flags, _zero_table(flags.dtype), self.planes[:1], lay.row0, lay.word0
-                )
+                classify_packed(flags, zero_table, self.planes[:1], lay.row0, lay.word0)
             bad = self.planes[0]
             for k, chain in enumerate(self.chains, start=1):
                 np.bitwise_or(bad, self._morphology.cleanup(self.planes[k], chain), out=bad)
             for values_t, nodata in ((v[t], nodata) for v, nodata in bands):
                 _erase_bits(values_t, bad, lay.row0, lay.word0, values_t.dtype.type(nodata))
-
-
-def _zero_table(dtype: np.dtype) -> np.ndarray:
-    """Lookup table of an unsigned 8- or 16-bit dtype: bit 0 set for the value 0 only."""
-    table = np.zeros(2 ** (8 * np.dtype(dtype).itemsize), dtype=np.uint8)
-    table[0] = 1
-    return table
-
-
-@numba.njit(cache=True, nogil=True)
-def _classify_planes(values, table, planes, row0, word0):
-    """OR bit ``k`` of ``table[value]`` of each pixel of ``values`` (``(ny, nx)``) into plane ``k``."""
-    ny, nx = values.shape
-    n_planes = planes.shape[0]
-    n_words = (nx + 63) // 64
-    looked_up = np.zeros(n_words * 8, dtype=np.uint64)  # bytes beyond nx stay 0
-    classes = looked_up.view(np.uint8)
-    low_bits = np.uint64(0x0101010101010101)
-    gather = np.uint64(0x0102040810204080)  # byte j's bit 0 → bit 56 + j
-    top = np.uint64(56)
-    for y in range(ny):
-        row = values[y]
-        for x in range(nx):
-            classes[x] = table[row[x]]
-        for i in range(n_words):
-            for k in range(n_planes):
-                shift = np.uint64(k)
-                word = np.uint64(0)
-                for b in range(8):
-                    eight = looked_up[8 * i + b]
-                    word |= ((((eight >> shift) & low_bits) * gather) >> top) << np.uint64(8 * b)
-                planes[k, row0 + y, word0 + i] |= word
 
 
 @numba.njit(cache=True, nogil=True)

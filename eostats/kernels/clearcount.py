@@ -28,13 +28,14 @@ from eostats.masking import (
     PackedLayout,
     PackedMorphology,
     class_slots,
+    classify_packed,
     cleanup_depth,
     validate_ops,
 )
 
 __all__ = ["ClearCountRecipe", "ClearCounter", "class_table"]
 
-_VALID, _ERASED = 1, 2
+_VALID, _ERASED = 1, 2  # bits of the class table: planes 0 and 1 of classify_packed
 _MAX_UINT8_DAYS = 255
 
 
@@ -91,8 +92,9 @@ class ClearCounter:
         self.layout = PackedLayout(int(shape[0]), int(shape[1]), recipe.depth)
         self.table = class_table(recipe, dtype)
         self._unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
-        self._valid = self.layout.zeros()
-        self._erased = self.layout.zeros()
+        # planes 0 and 1 of the class table's bits
+        self._planes = np.zeros((2, *self.layout.shape), dtype=np.uint64)
+        self._valid, self._erased = self._planes
         self._cleaning = self.layout.zeros()
         self._morphology = PackedMorphology(self.layout.shape)
         self._observed = False
@@ -110,7 +112,7 @@ class ClearCounter:
             )
         values = np.ascontiguousarray(classes).view(self._unsigned)
         lay = self.layout
-        _classify(values, self.table, self._valid, self._erased, lay.row0, lay.word0)
+        classify_packed(values, self.table, self._planes, lay.row0, lay.word0)
         self._observed = True
 
     def end_day(self) -> None:
@@ -131,8 +133,7 @@ class ClearCounter:
                 np.copyto(self._cleaning, self._erased)
                 cleaned = self._morphology.cleanup(self._cleaning, chain)
             _add_bits(self._valid, cleaned, small[2 + k], *window)
-        self._valid[...] = 0
-        self._erased[...] = 0
+        self._planes[...] = 0
         self._observed = False
         self._small_days += 1
         if self._small_days == _MAX_UINT8_DAYS:
@@ -160,35 +161,6 @@ class ClearCounter:
         """``{name: uint16 (ny, nx)}`` for :attr:`ClearCountRecipe.names`, in that order."""
         stack = self.stacked()
         return {name: stack[k] for k, name in enumerate(self.recipe.names)}
-
-
-@numba.njit(cache=True, nogil=True)
-def _classify(values, table, valid, erased, row0, word0):
-    """OR the classes of ``values`` (``(ny, nx)``) into the packed planes at ``(row0, word0)``: each row looked up
-    into bytes, then every 8 bytes' low bits gathered into one byte by a multiplication."""
-    ny, nx = values.shape
-    n_words = (nx + 63) // 64
-    looked_up = np.zeros(n_words * 8, dtype=np.uint64)  # bytes beyond nx stay 0
-    classes = looked_up.view(np.uint8)
-    low_bits = np.uint64(0x0101010101010101)
-    gather = np.uint64(0x0102040810204080)  # byte j's bit 0 → bit 56 + j
-    top = np.uint64(56)
-    for y in range(ny):
-        row = values[y]
-        for x in range(nx):
-            classes[x] = table[row[x]]
-        v_row = valid[row0 + y, word0:]
-        e_row = erased[row0 + y, word0:]
-        for i in range(n_words):
-            v = np.uint64(0)
-            e = np.uint64(0)
-            for b in range(8):
-                eight = looked_up[8 * i + b]
-                at = np.uint64(8 * b)
-                v |= (((eight & low_bits) * gather) >> top) << at
-                e |= ((((eight >> np.uint64(1)) & low_bits) * gather) >> top) << at
-            v_row[i] |= v
-            e_row[i] |= e
 
 
 def _spread_table() -> np.ndarray:

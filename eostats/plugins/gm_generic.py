@@ -206,9 +206,8 @@ class GeomedianGeneric(StatsPlugin):
             return None
         classes = arrays[mask.band]
         contiguity = arrays[mask.contiguity_band] if mask.contiguity_band else None
-        if not PackedClassMask.supports(mask.cloud_filters, classes.dtype) or (
-            contiguity is not None
-            and not (contiguity.dtype.kind in "iub" and contiguity.dtype.itemsize <= 2)
+        if not PackedClassMask.supports(
+            mask.cloud_filters, classes.dtype, None if contiguity is None else contiguity.dtype
         ):
             return None
         nodata = {band: band_nodata(xx[band], self.output_nodata) for band in self.bands}
