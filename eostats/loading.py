@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib
+import itertools
 import json
 import math
 import operator
@@ -27,7 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,7 +49,13 @@ from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
 from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe
-from eostats.kernels.warp import PixelMap, pixel_map, warp_bilinear, warp_nearest
+from eostats.kernels.warp import (
+    PixelMap,
+    pixel_map,
+    warp_bilinear,
+    warp_bilinear_bands,
+    warp_nearest,
+)
 from eostats.plugins.base import StatsPlugin
 from eostats.plugins.tools import SCRATCH_INPUTS
 
@@ -178,11 +185,11 @@ class _BandInfo:
 
 class _Handles(threading.local):
     """Open rasterio datasets of one thread (rasterio handles must not be shared between threads), and the
-    thread's decode buffers (:meth:`TaskReader._decode_buffer`)."""
+    thread's decode buffers (:meth:`TaskReader._decode_buffers`)."""
 
     def __init__(self) -> None:
         self.open: dict[str, Any] = {}
-        self.buffers: dict[str, np.ndarray] = {}
+        self.buffers: dict[np.dtype, np.ndarray] = {}
 
 
 _MMAP_THRESHOLD_BYTES = 128 * 2**10
@@ -612,8 +619,9 @@ class TaskReader:
             return [], {}, {}
         t0 = time.thread_time()
         arrays = {}
+        buffers = self._decode_buffers(len(observations), gbox.shape.yx)
         for band in self.bands:
-            stack = self._decode_buffer(band, len(observations), gbox.shape.yx)
+            stack = buffers[band]
             inner = self._inner_window(band, gbox)
             for i, obs in enumerate(observations):
                 if inner is None:
@@ -653,17 +661,23 @@ class TaskReader:
         self._count(decode=t1 - t0, mask=t2 - t1, fuse=time.thread_time() - t2)
         return fused_days, stacks, attrs
 
-    def _decode_buffer(self, band: str, n: int, shape: tuple[int, int]) -> np.ndarray:
-        """This thread's ``(n, *shape)`` array for ``band``'s decoded observations of a batch, reused from batch to
-        batch: a batch's arrays are done with when it is warped, and fresh ones would cost a page fault per 4 KiB
-        (some 900 MiB of them for a 1024² gm-ls tile). One array per band and thread is kept, grown as needed."""
-        held = self._handles.buffers.get(band)
-        if held is None or held.shape[1:] != tuple(shape) or held.shape[0] < n:
-            self._handles.buffers.pop(band, None)  # freed before its successor is allocated
-            held = self._handles.buffers[band] = np.empty(
-                (n, *shape), dtype=self.band_info[band].dtype
-            )
-        return held[:n]
+    def _decode_buffers(self, n: int, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+        """This thread's ``(n, *shape)`` array of every band for a batch's decoded observations, reused from batch
+        to batch: a batch's arrays are done with when it is warped, and fresh ones would cost a page fault per 4 KiB
+        (some 900 MiB of them for a 1024² gm-ls tile). The bands of one dtype are views of one ``(band, n, y, x)``
+        buffer, so that they warp together (:func:`~eostats.kernels.warp.warp_bilinear_bands`); one buffer per dtype
+        and thread is kept, grown as needed."""
+        by_dtype: dict[np.dtype, list[str]] = {}
+        for band in self.bands:
+            by_dtype.setdefault(self.band_info[band].dtype, []).append(band)
+        views = {}
+        for dtype, bands in by_dtype.items():
+            held = self._handles.buffers.get(dtype)
+            if held is None or held.shape[2:] != tuple(shape) or held.shape[1] < n:
+                self._handles.buffers.pop(dtype, None)  # freed before its successor is allocated
+                held = self._handles.buffers[dtype] = np.empty((len(bands), n, *shape), dtype)
+            views.update(zip(bands, held[:, :n], strict=True))
+        return views
 
     def _count(self, **seconds: float) -> None:
         with self._lock:
@@ -685,7 +699,11 @@ class TaskReader:
         out = {}
         method = self.plugin.resampling
         outs = outs or {}
+        if method == "bilinear":
+            out.update(self._warp_bands_together(stacks, attrs, mapping, outs))
         for name, data in stacks.items():
+            if name in out:
+                continue
             is_bool = data.dtype == bool
             dest = outs.get(name)
             if method == "nearest":
@@ -723,23 +741,52 @@ class TaskReader:
             out[name] = warped
         return out
 
+    def _warp_bands_together(
+        self,
+        stacks: dict[str, np.ndarray],
+        attrs: dict[str, dict],
+        mapping: PixelMap,
+        outs: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Bilinear warps of the variables that share a dtype and nodata and lie evenly spaced in one buffer, both
+        the native stacks (:meth:`_decode_buffers`) and their destinations (the block's buffer), as one
+        :func:`~eostats.kernels.warp.warp_bilinear_bands` call each; returns what was warped."""
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for name, data in stacks.items():
+            nodata = attrs[name].get("nodata")
+            if data.dtype != bool and name in outs and not _is_nan(nodata):
+                groups[(data.dtype, nodata)].append(name)
+        done = {}
+        for (_, nodata), names in groups.items():
+            if len(names) < 2:
+                continue
+            src = _bands_view([stacks[name] for name in names])
+            dest = _bands_view([outs[name] for name in names])
+            if src is None or dest is None or src.shape[:2] != dest.shape[:2]:
+                continue
+            warp_bilinear_bands(src, mapping, nodata, dest)
+            done.update((name, outs[name]) for name in names)
+        return done
+
     def _days_on_block(
         self,
         days: list[np.datetime64],
         block: GeoBox,
-        natives: list[tuple[GeoBox, PixelMap]],
+        natives: list[tuple[GeoBox, Future[PixelMap]]],
         arrays: dict,
     ) -> None:
         """Write the variables of ``days`` on ``block`` into ``arrays`` (``(time, y, x)`` per variable); days without
-        data over the block get each variable's nodata (False for masks)."""
+        data over the block get each variable's nodata (False for masks). ``natives``: each group's native window
+        and the future of its pixel map (worked out by :meth:`read`'s caller while these days decode)."""
         per_group = []
         written: set[np.datetime64] = set()
-        for group, (native, mapping) in zip(self.groups, natives, strict=True):
+        for group, (native, mapping_ready) in zip(self.groups, natives, strict=True):
             mine = [day for day in days if day in group.days]
             if not mine:
                 continue
             found, stacks, attrs = self._native_days(group, mine, native)
             if found:
+                mapping = mapping_ready.result()
                 t0 = time.thread_time()
                 outs = None
                 index = [self._day_index[day] for day in found]
@@ -792,12 +839,19 @@ class TaskReader:
         Days without data over the block hold the variables' nodata (False for masks).
         """
         block = self.tile[ys, xs]
-        natives = []
-        for group in self.groups:
-            native = native_geobox(
-                block, group.crs, group.resolution, group.phase, self.plugin.native_buffer_pixels
+        natives: list[tuple[GeoBox, Future[PixelMap]]] = [
+            (
+                native_geobox(
+                    block,
+                    group.crs,
+                    group.resolution,
+                    group.phase,
+                    self.plugin.native_buffer_pixels,
+                ),
+                Future(),
             )
-            natives.append((native, pixel_map(native, block)))
+            for group in self.groups
+        ]
         shape = (len(self.days), *block.shape.yx)
         # the variables of one dtype share one (variable, time, y, x) buffer, in the variables' order: a plugin that
         # reduces them together takes the buffer as its stack instead of copying them into one (stacked_bands).
@@ -814,6 +868,21 @@ class TaskReader:
             self._pool.submit(self._days_on_block, batch, block, natives, arrays)
             for batch in self._batches()
         ]
+        # the pixel maps, in this thread while the reading threads decode the first days (they wait for a map only
+        # when they come to warp)
+        try:
+            for native, mapping_ready in natives:
+                mapping = pixel_map(native, block)
+                if self.plugin.resampling == "bilinear":
+                    _ = mapping.taps
+                elif self.plugin.resampling == "nearest":
+                    _ = mapping.centre
+                mapping_ready.set_result(mapping)
+        except BaseException as err:
+            for _, mapping_ready in natives:  # the reading threads stop at their warp
+                if not mapping_ready.done():
+                    mapping_ready.set_exception(err)
+            raise
         for future in jobs:
             future.result()
         coords = dict(xr_coords(block))
@@ -935,6 +1004,40 @@ class TaskReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _bands_view(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The arrays as one ``(m, ...)`` view when they are evenly spaced, in order, in one buffer (equal shapes,
+    dtypes and strides, each C-contiguous); None otherwise."""
+    first = arrays[0]
+    if any(
+        a.shape != first.shape or a.dtype != first.dtype or not a.flags.c_contiguous for a in arrays
+    ):
+        return None
+    owner = _owner(first)
+    if any(_owner(a) is not owner for a in arrays):
+        return None
+    starts = [a.__array_interface__["data"][0] for a in arrays]
+    step = starts[1] - starts[0] if len(starts) > 1 else first.nbytes
+    if step < first.nbytes or any(b - a != step for a, b in itertools.pairwise(starts)):
+        return None
+    return np.lib.stride_tricks.as_strided(
+        first,
+        shape=(len(arrays), *first.shape),
+        strides=(step, *first.strides),
+        writeable=all(a.flags.writeable for a in arrays),
+    )
+
+
+def _owner(array: np.ndarray) -> Any:
+    """The object that owns an array's memory (the end of its chain of bases)."""
+    while isinstance(array, np.ndarray) and array.base is not None:
+        array = array.base
+    return array
 
 
 def _fill_value(dtype: Any, attrs: Mapping[str, Any]) -> Any:

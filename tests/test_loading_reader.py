@@ -27,7 +27,7 @@ from odc.geo.xr import xr_reproject
 from rasterio.warp import Resampling, reproject
 
 from eostats.grids import parse_grid
-from eostats.kernels.warp import pixel_map, warp_bilinear, warp_nearest
+from eostats.kernels.warp import pixel_map, warp_bilinear, warp_bilinear_bands, warp_nearest
 from eostats.loading import TaskReader, load_task, native_geobox, solar_day
 from eostats.plugins import resolve_plugin
 from eostats.plugins.tools import stacked_bands
@@ -155,6 +155,63 @@ def test_bilinear_is_the_rule_exactly(scene, kind: str) -> None:
     np.testing.assert_array_equal(ours, expected)
     holes = np.isnan(ours) | (ours == (0 if nodata is None else nodata))
     assert 0.05 < np.mean(holes) < 0.8  # both values and holes are tested
+
+
+@pytest.mark.parametrize("kind", ["int16", "float32"])
+def test_bands_warped_together_are_the_rule_exactly(scene, kind: str) -> None:
+    """:func:`warp_bilinear_bands`: bands of observations lying in one buffer (a band axis with a gap, as the
+    reader's decode buffers) get exactly the rule, band by band, into views of another buffer; bands with
+    different holes at the same pixel (one band missing where the others have data) included."""
+    src, src_box, _ = scene
+    src, src_box = src[:70, :60], src_box[:70, :60]
+    dst_box = GeoBox.from_bbox(
+        src_box.extent.to_crs("EPSG:3577").boundingbox.buffered(45), "EPSG:3577", resolution=25
+    )
+    nodata = -999 if kind == "int16" else np.nan
+    rng = np.random.default_rng(3)
+    buffer = np.empty((3, 4, *src.shape), np.int16)  # (band, room for 4 observations, y, x)
+    for b in range(3):
+        for k in range(4):
+            layer = np.roll(src, (k * 3, b * 2), axis=(0, 1)).astype(np.int16)
+            layer[rng.random(src.shape) < 0.1 * b] = -999  # band 0 keeps the scene's holes only
+            buffer[b, k] = layer
+    if kind == "float32":
+        buffer = np.where(buffer == -999, np.nan, buffer / 1e4).astype(np.float32)
+    bands = buffer[:, :3]  # three observations of four: the band axis strides over a gap
+    out_buffer = np.zeros((3, 5, *dst_box.shape.yx), buffer.dtype)
+    out = out_buffer[:, 1:4]
+    mapping = pixel_map(src_box, dst_box)
+    returned = warp_bilinear_bands(bands, mapping, nodata, out)
+    assert returned is out
+    for b in range(3):
+        for k in range(3):
+            expected = bilinear_rule(bands[b, k], mapping.sx, mapping.sy, nodata)
+            np.testing.assert_array_equal(out[b, k], expected)
+    assert (
+        not out_buffer[:, 0].any() and not out_buffer[:, 4].any()
+    )  # nothing written outside the views
+    # pixels where one band has data and another not, both ways; both values and holes
+    holes = np.isnan(out) if kind == "float32" else out == nodata
+    assert (~holes[0] & holes[2]).any() and (holes[0] & ~holes[2]).any()
+    assert 0.05 < holes.mean() < 0.8
+
+
+def test_bands_view_only_of_evenly_spaced_arrays() -> None:
+    """The reader warps variables together only when their arrays are evenly spaced in one buffer."""
+    from eostats.loading import _bands_view
+
+    buffer = np.arange(2 * 5 * 3 * 4, dtype=np.int16).reshape(2, 5, 3, 4)
+    views = [buffer[0, 1:4], buffer[1, 1:4]]
+    together = _bands_view(views)
+    np.testing.assert_array_equal(together, buffer[:, 1:4])
+    assert np.shares_memory(together, buffer)
+    assert _bands_view([buffer[1, 1:4], buffer[0, 1:4]]) is None  # out of order
+    assert _bands_view([buffer[0, 1:4], buffer[0, 1:4].copy()]) is None  # another buffer
+    assert _bands_view([buffer[0, 1:4], buffer[0, 2:5]]) is None  # overlapping
+    assert _bands_view([buffer[0, 1:4], buffer[1, 1:4, :, ::-1]]) is None  # not C-contiguous
+    other = np.arange(3 * 3 * 4, dtype=np.int16).reshape(3, 3, 4)
+    assert _bands_view([other[0:1], other[1:2], other[2:3]]) is not None
+    assert _bands_view([other[0:1], other[1:2], other[1:2]]) is None  # unevenly spaced
 
 
 def test_bilinear_float_and_no_nodata(scene) -> None:

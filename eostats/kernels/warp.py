@@ -31,7 +31,14 @@ import numba
 import numpy as np
 from odc.geo.geobox import GeoBox
 
-__all__ = ["PixelMap", "pixel_map", "warp_bilinear", "warp_nearest", "FAST_RESAMPLING"]
+__all__ = [
+    "PixelMap",
+    "pixel_map",
+    "warp_bilinear",
+    "warp_bilinear_bands",
+    "warp_nearest",
+    "FAST_RESAMPLING",
+]
 
 FAST_RESAMPLING = ("nearest", "bilinear")
 _LATTICE = 8  # destination pixels between exactly transformed lattice points
@@ -246,6 +253,61 @@ def _bilinear_taps(sx, sy, h, w, centre, corner, flags, rx, ry):
         flags[i] = bits
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _weights(fx, fy, bits):
+    """GDAL's bilinear weights of the upper-left, upper-right, lower-right and lower-left samples, 0 for samples
+    outside the source."""
+    w00 = fx * fy if bits & _UL else 0.0
+    w01 = (1.0 - fx) * fy if bits & _UR else 0.0
+    w11 = (1.0 - fx) * (1.0 - fy) if bits & _LR else 0.0
+    w10 = fx * (1.0 - fy) if bits & _LL else 0.0
+    return w00, w01, w11, w10
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sum_valid(v00, v01, v11, v10, w00, w01, w11, w10, nodata, has_nodata):
+    """GDAL's weighted sum and total weight of the samples inside the source that hold data, in its order (upper
+    left, upper right, lower right, lower left)."""
+    acc = 0.0
+    total = 0.0
+    if w00 > 0.0 and _is_valid(v00, nodata, has_nodata):
+        acc += w00 * v00
+        total += w00
+    if w01 > 0.0 and _is_valid(v01, nodata, has_nodata):
+        acc += w01 * v01
+        total += w01
+    if w11 > 0.0 and _is_valid(v11, nodata, has_nodata):
+        acc += w11 * v11
+        total += w11
+    if w10 > 0.0 and _is_valid(v10, nodata, has_nodata):
+        acc += w10 * v10
+        total += w10
+    return acc, total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _all_valid(v00, v01, v11, v10, nodata, has_nodata):
+    return (
+        _is_valid(v00, nodata, has_nodata)
+        & _is_valid(v01, nodata, has_nodata)
+        & _is_valid(v11, nodata, has_nodata)
+        & _is_valid(v10, nodata, has_nodata)
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _as_dtype(value, nodata, has_nodata, is_int, lo, hi, clamp):
+    """The interpolated value as the raster's dtype stores it: integers rounded half up, clamped when ``clamp``
+    (a weighted mean of the dtype's own values needs none), and moved one step off nodata."""
+    if is_int:
+        value = np.floor(value + 0.5)
+        if clamp:
+            value = min(max(value, lo), hi)
+        if has_nodata and value == nodata:
+            value = nodata + 1 if nodata == lo else nodata - 1
+    return value
+
+
 @numba.njit(cache=True, nogil=True)
 def _bilinear(src, w, centre, corner, flags, rx, ry, nodata, has_nodata, is_int, lo, hi, out):
     """src (k, h*w) → out (k, n) with precomputed taps: one streaming pass per array of the stack."""
@@ -259,69 +321,96 @@ def _bilinear(src, w, centre, corner, flags, rx, ry, nodata, has_nodata, is_int,
                 result[i] = nodata
                 continue  # GDAL: no value where the pixel under the centre is missing
             bits = flags[i]
-            fx = rx[i]
-            fy = ry[i]
             j00 = corner[i]
             j01 = j00 + 1 if bits & _NEXT_COL else j00
             j10 = j00 + w if bits & _NEXT_ROW else j00
             j11 = j10 + (j01 - j00)
-            w00 = fx * fy if bits & _UL else 0.0
-            w01 = (1.0 - fx) * fy if bits & _UR else 0.0
-            w11 = (1.0 - fx) * (1.0 - fy) if bits & _LR else 0.0
-            w10 = fx * (1.0 - fy) if bits & _LL else 0.0
+            w00, w01, w11, w10 = _weights(rx[i], ry[i], bits)
             v00 = layer[j00]
             v01 = layer[j01]
             v11 = layer[j11]
             v10 = layer[j10]
-            if (
-                (w00 > 0.0)
-                & (w01 > 0.0)
-                & (w11 > 0.0)
-                & (w10 > 0.0)
-                & _is_valid(v00, nodata, has_nodata)
-                & _is_valid(v01, nodata, has_nodata)
-                & _is_valid(v11, nodata, has_nodata)
-                & _is_valid(v10, nodata, has_nodata)
-            ):
-                # the usual pixel: four samples inside, every one data, summed in GDAL's order as below without
-                # the branches
+            inside = (w00 > 0.0) & (w01 > 0.0) & (w11 > 0.0) & (w10 > 0.0)
+            if inside & _all_valid(v00, v01, v11, v10, nodata, has_nodata):
+                # the usual pixel: four samples inside, every one data, summed in _sum_valid's order without the
+                # branches
                 acc = w00 * v00 + w01 * v01 + w11 * v11 + w10 * v10
                 total = w00 + w01 + w11 + w10
-            else:
-                # GDAL's sample order: upper left, upper right, lower right, lower left
-                acc = 0.0
-                total = 0.0
-                if w00 > 0.0 and _is_valid(v00, nodata, has_nodata):
-                    acc += w00 * v00
-                    total += w00
-                if w01 > 0.0 and _is_valid(v01, nodata, has_nodata):
-                    acc += w01 * v01
-                    total += w01
-                if w11 > 0.0 and _is_valid(v11, nodata, has_nodata):
-                    acc += w11 * v11
-                    total += w11
-                if w10 > 0.0 and _is_valid(v10, nodata, has_nodata):
-                    acc += w10 * v10
-                    total += w10
-                if total < 1e-5:
-                    result[i] = nodata
-                    continue
+                result[i] = _as_dtype(
+                    acc if total == 1.0 else acc / total, nodata, has_nodata, is_int, lo, hi, False
+                )
+                continue
+            acc, total = _sum_valid(v00, v01, v11, v10, w00, w01, w11, w10, nodata, has_nodata)
+            if total < 1e-5:
+                result[i] = nodata
+                continue
             value = acc if total == 1.0 else acc / total
-            if is_int:
-                value = np.floor(value + 0.5)
-                value = min(max(value, lo), hi)
-                if has_nodata and value == nodata:
-                    value = nodata + 1 if nodata == lo else nodata - 1
-            result[i] = value
+            result[i] = _as_dtype(value, nodata, has_nodata, is_int, lo, hi, True)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bilinear_bands(src, w, centre, corner, flags, rx, ry, nodata, has_nodata, is_int, lo, hi, out):
+    """src (m, k, h*w) → out (m, k, n): ``m`` bands of ``k`` arrays sharing a source grid (the bands of ``k``
+    observations). A destination pixel's taps and weights are worked out once for the ``m`` bands of an
+    observation; each band then gets exactly what :func:`_bilinear` gives it."""
+    n_bands = src.shape[0]
+    for k in range(src.shape[1]):
+        for i in range(centre.size):
+            c = centre[i]
+            # GDAL: no value where the centre is outside the source or the pixel under it is missing
+            missing = c < 0
+            if not missing:
+                missing = True
+                for b in range(n_bands):
+                    if _is_valid(src[b, k, c], nodata, has_nodata):
+                        missing = False
+                        break
+            if missing:
+                for b in range(n_bands):
+                    out[b, k, i] = nodata
+                continue
+            bits = flags[i]
+            j00 = corner[i]
+            j01 = j00 + 1 if bits & _NEXT_COL else j00
+            j10 = j00 + w if bits & _NEXT_ROW else j00
+            j11 = j10 + (j01 - j00)
+            w00, w01, w11, w10 = _weights(rx[i], ry[i], bits)
+            inside = (w00 > 0.0) & (w01 > 0.0) & (w11 > 0.0) & (w10 > 0.0)
+            total_inside = w00 + w01 + w11 + w10
+            for b in range(n_bands):
+                if not _is_valid(src[b, k, c], nodata, has_nodata):
+                    out[b, k, i] = nodata
+                    continue
+                v00 = src[b, k, j00]
+                v01 = src[b, k, j01]
+                v11 = src[b, k, j11]
+                v10 = src[b, k, j10]
+                if inside & _all_valid(v00, v01, v11, v10, nodata, has_nodata):
+                    acc = w00 * v00 + w01 * v01 + w11 * v11 + w10 * v10
+                    value = acc if total_inside == 1.0 else acc / total_inside
+                    out[b, k, i] = _as_dtype(value, nodata, has_nodata, is_int, lo, hi, False)
+                    continue
+                acc, total = _sum_valid(v00, v01, v11, v10, w00, w01, w11, w10, nodata, has_nodata)
+                if total < 1e-5:
+                    out[b, k, i] = nodata
+                    continue
+                value = acc if total == 1.0 else acc / total
+                out[b, k, i] = _as_dtype(value, nodata, has_nodata, is_int, lo, hi, True)
 
 
 def _prepare(src: np.ndarray, nodata) -> tuple[np.ndarray, object, bool]:
     src = np.ascontiguousarray(src)
+    return (src, *_nodata_fill(src.dtype, nodata))
+
+
+def _nodata_fill(dtype: np.dtype, nodata) -> tuple[object, bool]:
+    """What a pixel without data gets in ``dtype``, and whether ``nodata`` is a value that marks missing data
+    (NaN always does for floats)."""
     has_nodata = nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata))
-    if src.dtype == bool:
+    if dtype.kind == "b":
         raise TypeError("boolean rasters: warp them as uint8")
-    fill = src.dtype.type(nodata if has_nodata else (np.nan if src.dtype.kind == "f" else 0))
-    return src, fill, has_nodata
+    fill = dtype.type(nodata if has_nodata else (np.nan if dtype.kind == "f" else 0))
+    return fill, has_nodata
 
 
 def _shifted(
@@ -397,22 +486,50 @@ def warp_bilinear(
     if mapping.shift is not None:
         _shifted(stack, mapping, out_shape, fill, dest)
         return dest[0] if single else dest
-    is_int = src.dtype.kind in "iu"
+    flat = stack.reshape(stack.shape[0], -1)
+    _run_bilinear(_bilinear, flat, mapping, fill, has_nodata, dest.reshape(stack.shape[0], -1))
+    return dest[0] if single else dest
+
+
+def warp_bilinear_bands(src: np.ndarray, mapping: PixelMap, nodata, out: np.ndarray) -> np.ndarray:
+    """:func:`warp_bilinear` of ``m`` bands at once: ``src`` ``(m, k, y, x)`` (band, observation) on ``mapping``'s
+    source grid into ``out`` ``(m, k, ny, nx)`` of the same dtype, each band's ``(k, y, x)`` C-contiguous in both
+    (the band axis may have any stride: views of one buffer). Every band is warped exactly as on its own; the
+    taps and weights of a pixel are worked out once for all of them. Returns ``out``."""
+    if src.ndim != 4 or out.ndim != 4 or out.shape[:2] != src.shape[:2] or out.dtype != src.dtype:
+        raise ValueError(
+            f"expected (band, k, y, x) src and out of one dtype, got {src.dtype} {src.shape} and "
+            f"{out.dtype} {out.shape}"
+        )
+    if not (src[0].flags.c_contiguous and out[0].flags.c_contiguous):
+        raise ValueError("each band of src and out must be C-contiguous")
+    fill, has_nodata = _nodata_fill(src.dtype, nodata)
+    if mapping.shift is not None:
+        for band, dest in zip(src, out, strict=True):
+            _shifted(band, mapping, out.shape[2:], fill, dest)
+        return out
+    _run_bilinear(_bilinear_bands, _flat_bands(src), mapping, fill, has_nodata, _flat_bands(out))
+    return out
+
+
+def _flat_bands(bands: np.ndarray) -> np.ndarray:
+    """``(m, k, y, x)`` with C-contiguous bands as an ``(m, k, y * x)`` view (the band stride kept)."""
+    m, k, ny, nx = bands.shape
+    return np.lib.stride_tricks.as_strided(
+        bands,
+        shape=(m, k, ny * nx),
+        strides=(bands.strides[0], bands.strides[1], bands.itemsize),
+        writeable=bands.flags.writeable,
+    )
+
+
+def _run_bilinear(
+    kernel, flat: np.ndarray, mapping: PixelMap, fill, has_nodata: bool, dest: np.ndarray
+) -> None:
+    is_int = flat.dtype.kind in "iu"
     if is_int:
-        info = np.iinfo(src.dtype)
+        info = np.iinfo(flat.dtype)
         lo, hi = float(info.min), float(info.max)
     else:
         lo, hi = -np.inf, np.inf
-    flat = stack.reshape(stack.shape[0], -1)
-    _bilinear(
-        flat,
-        mapping.src_shape[1],
-        *mapping.taps,
-        fill,
-        has_nodata,
-        is_int,
-        lo,
-        hi,
-        dest.reshape(stack.shape[0], -1),
-    )
-    return dest[0] if single else dest
+    kernel(flat, mapping.src_shape[1], *mapping.taps, fill, has_nodata, is_int, lo, hi, dest)
