@@ -37,13 +37,28 @@ class Sizes:
     memory_chunks: tuple[int, ...]
     planning_jobs: tuple[int, ...]
     cache_items: int
-    rounds: int = 1  # alternating rounds of the tile and 10 000-job planning figures (median-ratio round shown)
+    rounds: int = (
+        1  # alternating rounds of the 10 000-job planning figure (median-ratio round shown)
+    )
+    tile_rounds: int = 1  # alternating rounds of the tile figures (seconds each: more of them)
     extra: dict = field(default_factory=dict)
 
 
 QUICK = Sizes(96, 24, 128, 8, 4, 128, 8, 4, (64,), (200,), 3_000)
 FULL = Sizes(
-    1024, 40, 1024, 40, 10, 3200, 40, 10, (512, 2048), (10_000, 50_000), 1_000_000, rounds=3
+    1024,
+    40,
+    1024,
+    40,
+    10,
+    3200,
+    40,
+    10,
+    (512, 2048),
+    (10_000, 50_000),
+    1_000_000,
+    rounds=3,
+    tile_rounds=5,
 )
 
 
@@ -83,10 +98,10 @@ def run(figures: list[str], sizes: Sizes, workdir: Path, threads: int, log=print
             workdir, sizes.kernel_px, sizes.kernel_obs, threads
         ),
         "clear_counts": lambda: clear_count_figures(
-            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads, sizes.rounds
+            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads, sizes.tile_rounds
         ),
         "whole_tile": lambda: whole_tile_figures(
-            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads, sizes.rounds
+            workdir, sizes.tile_px, sizes.tile_obs, sizes.tile_scenes, threads, sizes.tile_rounds
         ),
         "memory": lambda: memory_figures(
             workdir,
