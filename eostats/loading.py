@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,7 +57,7 @@ from eostats.kernels.warp import (
     warp_nearest,
 )
 from eostats.plugins.base import StatsPlugin
-from eostats.plugins.tools import SCRATCH_INPUTS
+from eostats.plugins.tools import EARLY_MASK, SCRATCH_INPUTS, EarlyMask
 
 DAYS_PER_BATCH = 4
 """Solar days decoded and masked together by one reading thread."""
@@ -396,6 +396,7 @@ class TaskReader:
         self.plugin = plugin
         self.bands = list(plugin.input_bands)
         self._context_bands = set(plugin.context_bands)
+        self._mask_bands = set(plugin.mask_bands)
         # the default fuse (first valid value) returns a lone observation as it is
         self._fuse_keeps_single = type(plugin).fuse is StatsPlugin.fuse
         self.groups = self._group(items)
@@ -507,10 +508,16 @@ class TaskReader:
         return entry
 
     def _read_band(
-        self, obs: _Observation, band: str, gbox: GeoBox, out: np.ndarray | None = None
+        self,
+        obs: _Observation,
+        band: str,
+        gbox: GeoBox,
+        out: np.ndarray | None = None,
+        kept: Callable[[slice, slice], bool] | None = None,
     ) -> np.ndarray:
         """One band of one dataset on ``gbox`` (the dataset's own pixel grid), into ``out`` if given; nodata
-        outside its raster."""
+        outside its raster. ``kept(ys, xs)``: whether the masking keeps a pixel of ``gbox[ys, xs]``; the file's
+        blocks where it does not are left nodata instead of decoded."""
         href = obs.hrefs[band]
         info = self.band_info[band]
         fill = info.nodata if info.nodata is not None else 0
@@ -551,9 +558,19 @@ class TaskReader:
             if not (c0 == col and r0 == row and c1 == col + nx and r1 == row + ny):
                 out[...] = fill  # the window reaches beyond the raster
             if c1 > c0 and r1 > r0:
-                window = Window(c0, r0, c1 - c0, r1 - r0)
-                # decoded straight into the stack (the dtype was checked when the file was opened)
-                src.read(1, window=window, out=out[r0 - row : r1 - row, c0 - col : c1 - col])
+                runs = _kept_block_runs(src, row, col, r0, r1, c0, c1, kept)
+                if runs is None:
+                    window = Window(c0, r0, c1 - c0, r1 - r0)
+                    # decoded straight into the stack (the dtype was checked when the file was opened)
+                    src.read(1, window=window, out=out[r0 - row : r1 - row, c0 - col : c1 - col])
+                else:
+                    out[r0 - row : r1 - row, c0 - col : c1 - col] = fill
+                    for ra, rb, ca, cb in runs:
+                        src.read(
+                            1,
+                            window=Window(ca, ra, cb - ca, rb - ra),
+                            out=out[ra - row : rb - row, ca - col : cb - col],
+                        )
         except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
             # a truncated or corrupt file opens (its header is intact) and fails on the pixels
             raise InputDataError(
@@ -620,16 +637,26 @@ class TaskReader:
         t0 = time.thread_time()
         arrays = {}
         buffers = self._decode_buffers(len(observations), gbox.shape.yx)
-        for band in self.bands:
+        # the plugin's mask bands first: with their early mask, the other bands' blocks that the mask erases
+        # entirely (clouds, a scene's empty corner) are not decoded
+        mask_bands = [band for band in self.bands if band in self._mask_bands]
+        early = None
+        others = [band for band in self.bands if band not in self._mask_bands]
+        for band in [*mask_bands, *others]:
+            if mask_bands and others and band == others[0]:
+                early = self.plugin.early_mask({b: buffers[b] for b in mask_bands})
             stack = buffers[band]
             inner = self._inner_window(band, gbox)
             for i, obs in enumerate(observations):
+                kept = None if early is None else functools.partial(_kept, early, i)
                 if inner is None:
-                    self._read_band(obs, band, gbox, out=stack[i])
+                    self._read_band(obs, band, gbox, out=stack[i], kept=kept)
                     continue
                 ys, xs = inner
                 _fill_ring(stack[i], ys, xs, self._fill(band))
-                self._read_band(obs, band, gbox[ys, xs], out=stack[i][ys, xs])
+                if kept is not None:
+                    kept = functools.partial(_kept_offset, kept, ys.start, xs.start)
+                self._read_band(obs, band, gbox[ys, xs], out=stack[i][ys, xs], kept=kept)
             arrays[band] = xr.DataArray(
                 stack, dims=("time", "y", "x"), attrs={"nodata": self.band_info[band].nodata}
             )
@@ -637,6 +664,8 @@ class TaskReader:
         times = np.array([np.datetime64(obs.time, "ns") for obs in observations])
         decoded = self._as_dataset(arrays, gbox, times)
         decoded.attrs[SCRATCH_INPUTS] = True  # dropped after masking: the plugin may overwrite them
+        if early is not None:
+            decoded.attrs[EARLY_MASK] = early
         masked = self.plugin.native_transform(decoded)
         del decoded
         masked = masked.compute(scheduler="synchronous")
@@ -1004,6 +1033,52 @@ class TaskReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _kept(early: EarlyMask, t: int, ys: slice, xs: slice) -> bool:
+    return early.any_kept(t, ys, xs)
+
+
+def _kept_offset(
+    kept: Callable[[slice, slice], bool], y0: int, x0: int, ys: slice, xs: slice
+) -> bool:
+    return kept(slice(y0 + ys.start, y0 + ys.stop), slice(x0 + xs.start, x0 + xs.stop))
+
+
+def _kept_block_runs(
+    src: Any,
+    row: int,
+    col: int,
+    r0: int,
+    r1: int,
+    c0: int,
+    c1: int,
+    kept: Callable[[slice, slice], bool] | None,
+) -> list[tuple[int, int, int, int]] | None:
+    """The parts of the file window ``[r0, r1) x [c0, c1)`` (file pixels; ``row, col``: the file pixel at the
+    output's origin) worth decoding: runs of consecutive file blocks of a block row that hold a kept pixel, as
+    ``(r0, r1, c0, c1)``. None: the whole window (no ``kept``, or every block keeps a pixel)."""
+    if kept is None:
+        return None
+    bh, bw = src.block_shapes[0]
+    runs = []
+    every = True
+    for block_row in range(r0 // bh, (r1 - 1) // bh + 1):
+        ra, rb = max(r0, block_row * bh), min(r1, (block_row + 1) * bh)
+        start = None
+        for block_col in range(c0 // bw, (c1 - 1) // bw + 1):
+            ca, cb = max(c0, block_col * bw), min(c1, (block_col + 1) * bw)
+            if kept(slice(ra - row, rb - row), slice(ca - col, cb - col)):
+                start = ca if start is None else start
+                end = cb
+                continue
+            every = False
+            if start is not None:
+                runs.append((ra, rb, start, end))
+                start = None
+        if start is not None:
+            runs.append((ra, rb, start, end))
+    return None if every else runs
 
 
 def _is_nan(value: Any) -> bool:

@@ -94,3 +94,46 @@ def test_packed_mask_supports_only_what_it_can_do() -> None:
     assert not PackedClassMask.supports([([k], chain) for k in range(8)], np.dtype("uint8"))
     assert PackedClassMask.supports([([2], chain)], np.dtype("uint8"), np.dtype("bool"))
     assert not PackedClassMask.supports([([2], chain)], np.dtype("uint8"), np.dtype("float32"))
+
+
+def test_bad_planes_and_any_kept_of_a_window() -> None:
+    """The early mask's parts: erasing with the planes of ``bad`` is ``erase``, and ``any_kept`` of a window is
+    whether the xarray mask keeps one of its pixels, for windows of one pixel, across 64-pixel words, along the
+    edges, inside an erased region and around it."""
+    rng = np.random.default_rng(11)
+    mask = ClassMask.from_config(
+        mask_band="fmask",
+        mask_classes=FMASK,
+        nodata_classes=["nodata"],
+        cloud_filters={"cloud": [["opening", 1], ["dilation", 2]], "shadow": []},
+        contiguity_band="contiguity",
+    )
+    shape = (2, 90, 150)
+    classes = observations(rng, shape, "uint8", [0, 1, 2, 3, 4, 5])
+    classes[0, 30:60, 50:130] = 0  # an erased region across words
+    contiguity = (rng.random(shape) > 0.02).astype(np.uint8)
+    ds = xr.Dataset(
+        {"fmask": (("time", "y", "x"), classes), "contiguity": (("time", "y", "x"), contiguity)}
+    )
+    expected = mask.bad(ds).values
+    packed = PackedClassMask(mask.nodata_codes, mask.cloud_filters, classes.dtype, shape[1:])
+    planes = packed.bad(classes, contiguity)
+    red = rng.integers(1, 3000, shape).astype(np.int16)
+    packed.erase_bad(planes, [(red, -999)])
+    np.testing.assert_array_equal(red == -999, expected)
+
+    windows = [(slice(y, y + 1), slice(x, x + 1)) for y, x in rng.integers(0, 90, (200, 2))]
+    windows += [(slice(30, 60), slice(50, 130)), (slice(29, 60), slice(50, 130))]
+    windows += [(slice(30, 60), slice(50, 131)), (slice(0, 90), slice(0, 150))]
+    for _ in range(300):
+        y0, x0 = int(rng.integers(0, 89)), int(rng.integers(0, 149))
+        windows.append(
+            (slice(y0, int(rng.integers(y0 + 1, 91))), slice(x0, int(rng.integers(x0 + 1, 151))))
+        )
+    answers = []
+    for t in range(shape[0]):
+        for ys, xs in windows:
+            got = packed.any_kept(planes[t], ys, xs)
+            assert got == bool((~expected[t, ys, xs]).any()), (t, ys, xs)
+            answers.append(got)
+    assert 0.1 < np.mean(answers) < 0.99  # both answers, many times

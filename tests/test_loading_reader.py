@@ -475,6 +475,41 @@ def test_bands_without_context_are_decoded_around_the_tile_only(task_items) -> N
     assert (inner["nbart_red"].values != -999).sum() > 10_000  # not a comparison of nodata only
 
 
+def test_blocks_the_mask_erases_are_not_decoded(task_items, monkeypatch) -> None:
+    """gm-ls's early mask: the reader decodes fmask and contiguity first and skips the blocks of the other bands
+    in which the mask keeps no pixel (left nodata, which the mask writes there anyway). The observations are
+    identical to decoding every block, and blocks were skipped."""
+    import eostats.loading
+
+    items, tile = task_items
+    config = {
+        "cloud_filters": {"cloud": [["opening", 3], ["dilation", 6]], "shadow": [["dilation", 6]]}
+    }
+    plugin = resolve_plugin("gm-ls", config)
+    assert plugin.mask_bands == ["oa_fmask", "oa_nbart_contiguity"]
+    plans = []
+
+    def planned(*args):
+        runs = _kept_block_runs(*args)
+        plans.append(runs)
+        return runs
+
+    _kept_block_runs = eostats.loading._kept_block_runs
+    monkeypatch.setattr(eostats.loading, "_kept_block_runs", planned)
+    with TaskReader(items, tile, plugin, threads=2) as reader:
+        skipping = reader.read(slice(0, None), slice(0, None))
+    asked = [p for p in plans if p is not None]
+    assert asked, "no block was skipped: the test compares nothing"
+    plans.clear()
+    with TaskReader(items, tile, plugin, threads=2) as reader:
+        reader._mask_bands = set()  # no early mask: every block decoded
+        every = reader.read(slice(0, None), slice(0, None))
+    assert plans == [None] * len(plans)
+    for name in every.data_vars:
+        np.testing.assert_array_equal(skipping[name].values, every[name].values, err_msg=name)
+    assert (every["nbart_red"].values != -999).sum() > 10_000  # not a comparison of nodata only
+
+
 def test_native_counts_equal_the_reduced_observations(task_items) -> None:
     """pq on one native grid: counts summed on native pixels and reprojected once equal the plugin's reduction of
     the reprojected observations, on two blocks of different shapes; with two UTM zones the reader does not

@@ -92,6 +92,11 @@ class PackedClassMask:
         """For each observation ``t`` of ``classes`` (``(time, y, x)``): every ``(values, nodata)`` of ``bands``
         (C-contiguous ``(time, y, x)`` arrays, overwritten) gets ``nodata`` where the observation is bad.
         ``contiguity``: the contiguity band (bad where 0), or None."""
+        self.erase_bad(self.bad(classes, contiguity), bands)
+
+    def bad(self, classes: np.ndarray, contiguity: np.ndarray | None) -> np.ndarray:
+        """The bad pixels of every observation of ``classes`` (``(time, y, x)``) as bit-packed planes: uint64
+        ``(time, *layout.shape)``, pixel ``(y, x)`` at :attr:`layout`'s place. ``contiguity`` as in :meth:`erase`."""
         lay = self.layout
         if classes.shape[1:] != (lay.ny, lay.nx):
             raise ValueError(f"classes of shape {classes.shape} for a {lay.ny, lay.nx} window")
@@ -100,6 +105,7 @@ class PackedClassMask:
             contiguity = contiguity.view(f"u{contiguity.dtype.itemsize}")
             zero_table = np.zeros(2 ** (8 * contiguity.dtype.itemsize), dtype=np.uint8)
             zero_table[0] = 1
+        out = np.empty((classes.shape[0], *lay.shape), dtype=np.uint64)
         for t in range(classes.shape[0]):
             self.planes[...] = 0
             values = np.ascontiguousarray(classes[t]).view(self._unsigned)
@@ -107,11 +113,26 @@ class PackedClassMask:
             if contiguity is not None:
                 flags = np.ascontiguousarray(contiguity[t])
                 classify_packed(flags, zero_table, self.planes[:1], lay.row0, lay.word0)
-            bad = self.planes[0]
+            bad = out[t]
+            bad[...] = self.planes[0]
             for k, chain in enumerate(self.chains, start=1):
                 np.bitwise_or(bad, self._morphology.cleanup(self.planes[k], chain), out=bad)
+        return out
+
+    def erase_bad(self, bad: np.ndarray, bands: Sequence[tuple[np.ndarray, object]]) -> None:
+        """:meth:`erase` with the planes of :meth:`bad` worked out already."""
+        lay = self.layout
+        for t in range(bad.shape[0]):
             for values_t, nodata in ((v[t], nodata) for v, nodata in bands):
-                _erase_bits(values_t, bad, lay.row0, lay.word0, values_t.dtype.type(nodata))
+                _erase_bits(values_t, bad[t], lay.row0, lay.word0, values_t.dtype.type(nodata))
+
+    def any_kept(self, bad_t: np.ndarray, ys: slice, xs: slice) -> bool:
+        """Whether any pixel of the window ``[ys, xs]`` (bounded slices of the layout's ``(ny, nx)``) is not set in
+        ``bad_t``, one observation's plane of :meth:`bad`."""
+        lay = self.layout
+        return _any_clear(
+            bad_t, lay.row0 + ys.start, lay.row0 + ys.stop, xs.start, xs.stop, lay.word0
+        )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -135,3 +156,25 @@ def _erase_bits(values, plane, row0, word0, fill):
             for x in range(x0, x1):
                 if (word >> np.uint64(x - x0)) & np.uint64(1):
                     row[x] = fill
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_clear(plane, row_start, row_stop, x0, x1, word0):
+    """Whether a bit of columns ``[x0, x1)`` of plane rows ``[row_start, row_stop)`` is clear."""
+    if x1 <= x0 or row_stop <= row_start:
+        return False
+    first, last = x0 // 64, (x1 - 1) // 64
+    full = ~np.uint64(0)
+    for r in range(row_start, row_stop):
+        words = plane[r]
+        for i in range(first, last + 1):
+            lo = x0 - 64 * i if i == first else 0
+            hi = x1 - 64 * i if i == last else 64
+            wanted = (
+                full
+                if hi - lo == 64
+                else ((np.uint64(1) << np.uint64(hi - lo)) - np.uint64(1)) << np.uint64(lo)
+            )
+            if (~words[word0 + i]) & wanted:
+                return True
+    return False

@@ -24,6 +24,7 @@ import xarray as xr
 
 if TYPE_CHECKING:
     from eostats.kernels.clearcount import ClearCountRecipe
+    from eostats.plugins.tools import EarlyMask
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,19 @@ class StatsPlugin:
         With nearest or bilinear resampling, the reader decodes the other bands only a few pixels around the tile
         (nodata beyond): their pixels there cannot reach the result. Default: every input band."""
         return list(self.input_bands)
+
+    @property
+    def mask_bands(self) -> list[str]:
+        """Input bands from which :meth:`early_mask` works out the bad pixels before the others are decoded (none:
+        no early mask)."""
+        return []
+
+    def early_mask(self, context: Mapping[str, np.ndarray]) -> EarlyMask | None:
+        """The bad pixels of the tile reader's decoded ``mask_bands`` (``(time, y, x)`` arrays of a batch's
+        observations on their native window), for the reader to skip decoding the blocks of the other bands that
+        ``native_transform`` erases entirely; that call then receives the mask as ``attrs[EARLY_MASK]`` and must
+        erase with it. None (default): every block is decoded."""
+        return None
 
     @property
     def clear_count_recipe(self) -> ClearCountRecipe | None:

@@ -29,10 +29,23 @@ from eostats.kernels.gpu import (  # the CPU or GPU kernel, as the tile's backen
 )
 from eostats.plugins import register
 from eostats.plugins.base import Measurement, PluginConfigError, StatsPlugin, check_mapping
-from eostats.plugins.tools import SCRATCH_INPUTS, ClassMask, band_nodata, erase, stacked_bands
+from eostats.plugins.tools import (
+    EARLY_MASK,
+    SCRATCH_INPUTS,
+    ClassMask,
+    EarlyMask,
+    band_nodata,
+    erase,
+    stacked_bands,
+)
 
 DEFAULT_AUX_NAMES = {"smad": "smad", "emad": "emad", "bcmad": "bcmad", "count": "count"}
 _KERNEL_DTYPES = (np.dtype("int16"), np.dtype("uint16"), np.dtype("float32"))
+
+
+def _public_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A dataset's attrs without the tile reader's notes to the plugin."""
+    return {k: v for k, v in attrs.items() if k not in (SCRATCH_INPUTS, EARLY_MASK)}
 
 
 def check_bands(bands: Any, key: str = "plugin_config.bands") -> list[str]:
@@ -171,6 +184,32 @@ class GeomedianGeneric(StatsPlugin):
         # masked pixel by pixel
         return [self.mask.band] if self.mask else []
 
+    @property
+    def mask_bands(self) -> list[str]:
+        mask = self.mask
+        if not isinstance(mask, ClassMask):
+            return []
+        return [mask.band, *([mask.contiguity_band] if mask.contiguity_band else [])]
+
+    def early_mask(self, context: Mapping[str, np.ndarray]) -> EarlyMask | None:
+        """The class mask on packed planes (:class:`~eostats.kernels.classmask.PackedClassMask`), when it applies."""
+        mask = self.mask
+        if not isinstance(mask, ClassMask):
+            return None
+        classes = context.get(mask.band)
+        contiguity = context.get(mask.contiguity_band) if mask.contiguity_band else None
+        arrays = [classes, *([contiguity] if mask.contiguity_band else [])]
+        if not all(isinstance(a, np.ndarray) and a.ndim == 3 for a in arrays):
+            return None
+        if not PackedClassMask.supports(
+            mask.cloud_filters, classes.dtype, None if contiguity is None else contiguity.dtype
+        ):
+            return None
+        packed = PackedClassMask(
+            mask.nodata_codes, mask.cloud_filters, classes.dtype, classes.shape[1:]
+        )
+        return EarlyMask(packed, packed.bad(classes, contiguity), classes.shape)
+
     # -- steps ----------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
         scratch = bool(
@@ -190,7 +229,7 @@ class GeomedianGeneric(StatsPlugin):
                 if bad is not None
                 else var.assign_attrs(nodata=nodata)
             )
-        return xr.Dataset(out, attrs={k: v for k, v in xx.attrs.items() if k != SCRATCH_INPUTS})
+        return xr.Dataset(out, attrs=_public_attrs(xx.attrs))
 
     def _erase_packed(self, xx: xr.Dataset) -> xr.Dataset | None:
         """:meth:`native_transform` of the tile reader's in-memory observations, the mask worked out on bit-packed
@@ -211,12 +250,18 @@ class GeomedianGeneric(StatsPlugin):
         ):
             return None
         nodata = {band: band_nodata(xx[band], self.output_nodata) for band in self.bands}
-        packed = PackedClassMask(
-            mask.nodata_codes, mask.cloud_filters, classes.dtype, classes.shape[1:]
-        )
-        packed.erase(classes, contiguity, [(arrays[band], nodata[band]) for band in self.bands])
+        bands = [(arrays[band], nodata[band]) for band in self.bands]
+        early = xx.attrs.get(EARLY_MASK)
+        if isinstance(early, EarlyMask) and early.shape == classes.shape:
+            # the planes the reader decoded the bands by
+            early.packed.erase_bad(early.bad, bands)
+        else:
+            packed = PackedClassMask(
+                mask.nodata_codes, mask.cloud_filters, classes.dtype, classes.shape[1:]
+            )
+            packed.erase(classes, contiguity, bands)
         out = {band: xx[band].assign_attrs(nodata=nodata[band]) for band in self.bands}
-        return xr.Dataset(out, attrs={k: v for k, v in xx.attrs.items() if k != SCRATCH_INPUTS})
+        return xr.Dataset(out, attrs=_public_attrs(xx.attrs))
 
     def reduce(self, xx: xr.Dataset) -> xr.Dataset:
         result = self.geomedian(xx)

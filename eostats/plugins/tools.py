@@ -347,6 +347,29 @@ SCRATCH_INPUTS = "eostats:scratch_inputs"
 and then drops: a plugin may overwrite them (:func:`erase` with ``in_place``) instead of copying."""
 
 
+EARLY_MASK = "eostats:early_mask"
+"""Dataset attribute set by the tile reader on the decoded observations it hands to ``native_transform`` when the
+plugin's :meth:`~eostats.plugins.base.StatsPlugin.early_mask` gave one: the :class:`EarlyMask` it decoded the
+other bands by (their blocks without a kept pixel left as nodata), for the plugin to erase with."""
+
+
+class EarlyMask:
+    """Bad pixels of a batch's observations worked out from the plugin's ``mask_bands`` alone, before the other
+    bands are decoded: the class mask's packed planes (:meth:`~eostats.kernels.classmask.PackedClassMask.bad`).
+    The reader decodes a block of another band only where :meth:`any_kept`; the plugin then erases with the same
+    planes, so a block left undecoded is one the mask erases entirely."""
+
+    def __init__(self, packed: Any, bad: np.ndarray, shape: tuple[int, ...]) -> None:
+        self.packed = packed
+        self.bad = bad
+        #: ``(time, y, x)`` of the observations the planes are for
+        self.shape = tuple(shape)
+
+    def any_kept(self, t: int, ys: slice, xs: slice) -> bool:
+        """Whether observation ``t`` keeps any pixel of the window ``[ys, xs]`` (bounded slices)."""
+        return self.packed.any_kept(self.bad[t], ys, xs)
+
+
 def erase(
     var: xr.DataArray, bad: xr.DataArray, nodata: Any, *, in_place: bool = False
 ) -> xr.DataArray:
