@@ -640,29 +640,38 @@ class TaskReader:
         # the plugin's mask bands first: with their early mask, the other bands' blocks that the mask erases
         # entirely (clouds, a scene's empty corner) are not decoded
         mask_bands = [band for band in self.bands if band in self._mask_bands]
-        early = None
         others = [band for band in self.bands if band not in self._mask_bands]
-        for band in [*mask_bands, *others]:
-            if mask_bands and others and band == others[0]:
-                early = self.plugin.early_mask({b: buffers[b] for b in mask_bands})
+
+        def decode(band: str, early: EarlyMask | None) -> xr.DataArray:
             stack = buffers[band]
             inner = self._inner_window(band, gbox)
+            ys, xs = inner or (slice(0, gbox.shape.y), slice(0, gbox.shape.x))
+            window = gbox if inner is None else gbox[ys, xs]
             for i, obs in enumerate(observations):
-                kept = None if early is None else functools.partial(_kept, early, i)
-                if inner is None:
-                    self._read_band(obs, band, gbox, out=stack[i], kept=kept)
-                    continue
-                ys, xs = inner
-                _fill_ring(stack[i], ys, xs, self._fill(band))
-                if kept is not None:
-                    kept = functools.partial(_kept_offset, kept, ys.start, xs.start)
-                self._read_band(obs, band, gbox[ys, xs], out=stack[i][ys, xs], kept=kept)
-            arrays[band] = xr.DataArray(
+                if inner is not None:
+                    _fill_ring(stack[i], ys, xs, self._fill(band))
+                kept = (
+                    None
+                    if early is None
+                    else functools.partial(_kept, early, i, ys.start, xs.start)
+                )
+                self._read_band(obs, band, window, out=stack[i][ys, xs], kept=kept)
+            return xr.DataArray(
                 stack, dims=("time", "y", "x"), attrs={"nodata": self.band_info[band].nodata}
             )
+
+        for band in mask_bands:
+            arrays[band] = decode(band, None)
+        early = (
+            self.plugin.early_mask({band: buffers[band] for band in mask_bands})
+            if mask_bands and others
+            else None
+        )
+        for band in others:
+            arrays[band] = decode(band, early)
         t1 = time.thread_time()
         times = np.array([np.datetime64(obs.time, "ns") for obs in observations])
-        decoded = self._as_dataset(arrays, gbox, times)
+        decoded = self._as_dataset({band: arrays[band] for band in self.bands}, gbox, times)
         decoded.attrs[SCRATCH_INPUTS] = True  # dropped after masking: the plugin may overwrite them
         if early is not None:
             decoded.attrs[EARLY_MASK] = early
@@ -1035,14 +1044,9 @@ class TaskReader:
         self.close()
 
 
-def _kept(early: EarlyMask, t: int, ys: slice, xs: slice) -> bool:
-    return early.any_kept(t, ys, xs)
-
-
-def _kept_offset(
-    kept: Callable[[slice, slice], bool], y0: int, x0: int, ys: slice, xs: slice
-) -> bool:
-    return kept(slice(y0 + ys.start, y0 + ys.stop), slice(x0 + xs.start, x0 + xs.stop))
+def _kept(early: EarlyMask, t: int, y0: int, x0: int, ys: slice, xs: slice) -> bool:
+    """``early.any_kept`` of observation ``t`` for a window given relative to ``(y0, x0)`` of its native window."""
+    return early.any_kept(t, slice(y0 + ys.start, y0 + ys.stop), slice(x0 + xs.start, x0 + xs.stop))
 
 
 def _kept_block_runs(

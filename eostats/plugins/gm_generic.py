@@ -208,7 +208,7 @@ class GeomedianGeneric(StatsPlugin):
         packed = PackedClassMask(
             mask.nodata_codes, mask.cloud_filters, classes.dtype, classes.shape[1:]
         )
-        return EarlyMask(packed, packed.bad(classes, contiguity), classes.shape)
+        return EarlyMask(packed, packed.bad(classes, contiguity))
 
     # -- steps ----------------------------------------------------------------------------------------
     def native_transform(self, xx: xr.Dataset) -> xr.Dataset:
@@ -243,23 +243,13 @@ class GeomedianGeneric(StatsPlugin):
             for a in arrays.values()
         ) or not all(arrays[band].flags.writeable for band in self.bands):
             return None
-        classes = arrays[mask.band]
-        contiguity = arrays[mask.contiguity_band] if mask.contiguity_band else None
-        if not PackedClassMask.supports(
-            mask.cloud_filters, classes.dtype, None if contiguity is None else contiguity.dtype
-        ):
-            return None
+        early = xx.attrs.get(EARLY_MASK)  # the planes the reader decoded the bands by, if it did
+        if not (isinstance(early, EarlyMask) and early.shape == arrays[mask.band].shape):
+            early = self.early_mask(arrays)
+            if early is None:
+                return None
         nodata = {band: band_nodata(xx[band], self.output_nodata) for band in self.bands}
-        bands = [(arrays[band], nodata[band]) for band in self.bands]
-        early = xx.attrs.get(EARLY_MASK)
-        if isinstance(early, EarlyMask) and early.shape == classes.shape:
-            # the planes the reader decoded the bands by
-            early.packed.erase_bad(early.bad, bands)
-        else:
-            packed = PackedClassMask(
-                mask.nodata_codes, mask.cloud_filters, classes.dtype, classes.shape[1:]
-            )
-            packed.erase(classes, contiguity, bands)
+        early.packed.erase_bad(early.bad, [(arrays[band], nodata[band]) for band in self.bands])
         out = {band: xx[band].assign_attrs(nodata=nodata[band]) for band in self.bands}
         return xr.Dataset(out, attrs=_public_attrs(xx.attrs))
 

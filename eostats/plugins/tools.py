@@ -359,11 +359,14 @@ class EarlyMask:
     The reader decodes a block of another band only where :meth:`any_kept`; the plugin then erases with the same
     planes, so a block left undecoded is one the mask erases entirely."""
 
-    def __init__(self, packed: Any, bad: np.ndarray, shape: tuple[int, ...]) -> None:
+    def __init__(self, packed: Any, bad: np.ndarray) -> None:
         self.packed = packed
         self.bad = bad
-        #: ``(time, y, x)`` of the observations the planes are for
-        self.shape = tuple(shape)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(time, y, x)`` of the observations the planes are for."""
+        return (self.bad.shape[0], self.packed.layout.ny, self.packed.layout.nx)
 
     def any_kept(self, t: int, ys: slice, xs: slice) -> bool:
         """Whether observation ``t`` keeps any pixel of the window ``[ys, xs]`` (bounded slices)."""
