@@ -129,9 +129,9 @@ def _warm_up() -> None:
     from odc.geo.geobox import GeoBox
 
     from eostats.kernels.classmask import PackedClassMask
-    from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe
+    from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, gather_counts
     from eostats.kernels.geomedian import geomedian_mads
-    from eostats.kernels.warp import pixel_map, warp_bilinear, warp_nearest
+    from eostats.kernels.warp import nearest_index, pixel_map, warp_bilinear, warp_nearest
 
     box = GeoBox.from_bbox((600000, 6000000, 600300, 6000300), "EPSG:32755", resolution=30)
     dst = GeoBox.from_bbox(box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30)
@@ -170,6 +170,7 @@ def _warm_up() -> None:
     counter.add_observation(np.ones((10, 10), np.uint8))
     counter.end_day()
     counter.counts()
+    gather_counts([counter], nearest_index(box, dst, ClearCounter.row_stride(box.shape.x)))
 
 
 def read_only(

@@ -48,9 +48,10 @@ from rasterio.env import set_gdal_config
 from rasterio.warp import Resampling, reproject
 from rasterio.windows import Window
 
-from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe
+from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, gather_counts
 from eostats.kernels.warp import (
     PixelMap,
+    nearest_index,
     pixel_map,
     warp_bilinear,
     warp_bilinear_bands,
@@ -986,13 +987,10 @@ class TaskReader:
 
         jobs = [self._pool.submit(count_days) for _ in range(self._threads)]
         t0 = time.thread_time()
-        mapping = pixel_map(native, block)  # while the reading threads count
-        _ = mapping.centre
+        # while the reading threads count: the native pixel under each block pixel, in the counters' rows
+        index = nearest_index(native, block, ClearCounter.row_stride(native.shape.x))
         counters = [job.result() for job in jobs]
-        total = counters[0]
-        for other in counters[1:]:
-            total.merge(other)
-        warped = warp_nearest(total.stacked(), mapping, block.shape.yx, None)
+        warped = gather_counts(counters, index)
         self._count(warp=time.thread_time() - t0)
         return dict(zip(recipe.names, warped, strict=True))
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from test_masking import reference_2d  # scipy morphology with explicit disks
 
-from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, class_table
+from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, class_table, gather_counts
 from eostats.masking import FMASK_CLASSES
 
 CHAINS = {
@@ -91,6 +91,34 @@ def test_more_than_255_days_and_merged_counters() -> None:
     for name, values in expected_counts(days, [0], [2], recipe.chains).items():
         np.testing.assert_array_equal(got[name], values, err_msg=name)
     assert got["total"].max() > 255
+
+
+def test_gathered_counts_equal_summed_counts_indexed_by_hand() -> None:
+    """gather_counts sums the counters (one past 255 days, so with uint16 totals) at each flat index of rows
+    padded to row_stride; -1 gives 0."""
+    rng = np.random.default_rng(5)
+    shape = (9, 70)  # 70 px: rows padded to 128
+    recipe = ClearCountRecipe("band", (0,), (2,), {"d": [("dilation", 1)]})
+    days = [random_day(rng, shape, 1) for _ in range(300)]
+    first, second = (ClearCounter(recipe, shape, np.dtype("uint8")) for _ in range(2))
+    for i, observations in enumerate(days):
+        counter = first if i < 270 else second
+        counter.add_observation(observations[0])
+        counter.end_day()
+    stride = ClearCounter.row_stride(shape[1])
+    assert stride == 128
+    rows = rng.integers(0, shape[0], (5, 6))
+    cols = rng.integers(0, shape[1], (5, 6))
+    index = rows * stride + cols
+    index[0, :3] = -1
+    got = gather_counts([first, second], index)
+    expected = expected_counts(days, [0], [2], recipe.chains)
+    assert got.dtype == np.uint16 and got.shape == (3, 5, 6)
+    for k, name in enumerate(recipe.names):
+        want = expected[name][rows, cols]
+        want[0, :3] = 0
+        np.testing.assert_array_equal(got[k], want, err_msg=name)
+    assert got[0].max() > 255
 
 
 def test_class_table_for_signed_16_bit_bands_and_codes_out_of_range() -> None:

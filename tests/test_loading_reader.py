@@ -27,7 +27,13 @@ from odc.geo.xr import xr_reproject
 from rasterio.warp import Resampling, reproject
 
 from eostats.grids import parse_grid
-from eostats.kernels.warp import pixel_map, warp_bilinear, warp_bilinear_bands, warp_nearest
+from eostats.kernels.warp import (
+    nearest_index,
+    pixel_map,
+    warp_bilinear,
+    warp_bilinear_bands,
+    warp_nearest,
+)
 from eostats.loading import TaskReader, load_task, native_geobox, solar_day
 from eostats.plugins import resolve_plugin
 from eostats.plugins.tools import stacked_bands
@@ -79,6 +85,26 @@ def test_nearest_matches_gdal(scene) -> None:
     ref = gdal_warp(src, src_box, dst_box, Resampling.nearest, -999)
     assert np.mean(ours == ref) >= 0.9999
     np.testing.assert_array_equal(ours == -999, ref == -999)
+
+
+@pytest.mark.parametrize("stride_pad", [0, 37])
+def test_nearest_index_is_the_pixel_maps_centre(scene, stride_pad) -> None:
+    """nearest_index picks exactly PixelMap.centre's pixels (same lattice, same arithmetic), in rows of the
+    given stride; -1 outside the source (the Albers grid's corners lie outside the UTM raster)."""
+    _, src_box, dst_box = scene
+    h, w = src_box.shape.yx
+    stride = w + stride_pad
+    got = nearest_index(src_box, dst_box, stride)
+    centre = pixel_map(src_box, dst_box).centre.reshape(dst_box.shape.yx)
+    assert got.shape == centre.shape
+    outside = centre < 0
+    assert outside.any() and (~outside).any()
+    np.testing.assert_array_equal(got < 0, outside)
+    np.testing.assert_array_equal(
+        got[~outside], centre[~outside] // w * stride + centre[~outside] % w
+    )
+    with pytest.raises(ValueError, match="row stride"):
+        nearest_index(src_box, dst_box, w - 1)
 
 
 def test_bilinear_matches_gdal_rule(scene) -> None:

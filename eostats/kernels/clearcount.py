@@ -33,7 +33,7 @@ from eostats.masking import (
     validate_ops,
 )
 
-__all__ = ["ClearCountRecipe", "ClearCounter", "class_table"]
+__all__ = ["ClearCountRecipe", "ClearCounter", "class_table", "gather_counts"]
 
 _VALID, _ERASED = 1, 2  # bits of the class table: planes 0 and 1 of classify_packed
 _MAX_UINT8_DAYS = 255
@@ -83,8 +83,16 @@ class ClearCounter:
     :param dtype: dtype of the class band.
 
     For each solar day call :meth:`add_observation` with each of the day's class arrays, then :meth:`end_day`.
-    :meth:`counts` returns the uint16 counts, :meth:`merge` sums another counter of the same window into this one.
+    :meth:`counts` returns the uint16 counts, :meth:`merge` sums another counter of the same window into this one,
+    :func:`gather_counts` sums counters onto another grid.
+
+    The counts are kept in rows of :meth:`row_stride` pixels (the window's width rounded up to whole words).
     """
+
+    @staticmethod
+    def row_stride(width: int) -> int:
+        """Pixels to a row of the counts of a window ``width`` pixels wide."""
+        return PackedLayout(1, int(width), 0).mask_words * 64
 
     def __init__(self, recipe: ClearCountRecipe, shape: tuple[int, int], dtype: np.dtype) -> None:
         self.recipe = recipe
@@ -141,19 +149,24 @@ class ClearCounter:
 
     def _flush(self) -> None:
         if self._totals is None:
-            self._totals = np.zeros((*self._small.shape[:2], self.layout.nx), dtype=np.uint16)
-        self._totals += self._small[:, :, : self.layout.nx]
+            self._totals = np.zeros(self._small.shape, dtype=np.uint16)
+        self._totals += self._small
         self._small[...] = 0
         self._small_days = 0
 
     def stacked(self) -> np.ndarray:
         """Every count, uint16 ``(count, ny, nx)``, in the order of :attr:`ClearCountRecipe.names`."""
-        small = self._small[:, :, : self.layout.nx]
-        return small.astype(np.uint16) if self._totals is None else self._totals + small
+        nx = self.layout.nx
+        small = self._small[:, :, :nx]
+        return small.astype(np.uint16) if self._totals is None else self._totals[:, :, :nx] + small
 
     def merge(self, other: ClearCounter) -> None:
         """Add ``other``'s counts (a counter of the same recipe and window) to this one's."""
-        self._totals = self.stacked() + other.stacked()
+        totals = self._small.astype(np.uint16)
+        for part in (self._totals, other._totals, other._small):
+            if part is not None:
+                totals += part
+        self._totals = totals
         self._small[...] = 0
         self._small_days = 0
 
@@ -161,6 +174,38 @@ class ClearCounter:
         """``{name: uint16 (ny, nx)}`` for :attr:`ClearCountRecipe.names`, in that order."""
         stack = self.stacked()
         return {name: stack[k] for k, name in enumerate(self.recipe.names)}
+
+    def _parts(self) -> list[np.ndarray]:
+        """The counts' summands, each flattened to ``(count, rows x row_stride)``."""
+        parts = [self._small] if self._totals is None else [self._small, self._totals]
+        return [part.reshape(part.shape[0], -1) for part in parts]
+
+
+def gather_counts(counters: Sequence[ClearCounter], index: np.ndarray) -> np.ndarray:
+    """The sum of ``counters``' counts (one recipe and window) on another grid: uint16 ``(count, ny, nx)``, pixel
+    ``(y, x)`` the counts at the flat index ``index[y, x]`` (int64, in rows of :meth:`ClearCounter.row_stride`
+    pixels; -1 gives 0), e.g. :func:`eostats.kernels.warp.nearest_index`. One pass over the grid per summand,
+    without summing the counters on their own grid first."""
+    if not counters:
+        raise ValueError("no counters to gather")
+    n = len(counters[0].recipe.names)
+    flat = np.ascontiguousarray(index, dtype=np.int64).ravel()
+    out = np.zeros((n, flat.size), dtype=np.uint16)
+    for counter in counters:
+        for part in counter._parts():
+            _gather_add(part, flat, out)
+    return out.reshape(n, *index.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_add(src, index, out):
+    """out (k, n) += src (k, m) at ``index`` (n,), skipping -1."""
+    n_planes = src.shape[0]
+    for i in range(index.size):
+        c = index[i]
+        if c >= 0:
+            for k in range(n_planes):
+                out[k, i] += src[k, c]
 
 
 def _spread_table() -> np.ndarray:

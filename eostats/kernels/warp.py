@@ -33,6 +33,7 @@ from odc.geo.geobox import GeoBox
 
 __all__ = [
     "PixelMap",
+    "nearest_index",
     "pixel_map",
     "warp_bilinear",
     "warp_bilinear_bands",
@@ -121,6 +122,32 @@ def pixel_map(src: GeoBox, dst: GeoBox) -> PixelMap:
             if abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6:
                 empty = np.empty((0, 0))
                 return PixelMap(empty, empty, src_shape, (int(round(row)), int(round(col))))
+    px, py, rows, cols = _lattice(src, dst)
+    sx = np.empty((ny, nx), dtype=np.float64)
+    sy = np.empty((ny, nx), dtype=np.float64)
+    _interpolate_lattice(px, py, rows, cols, sx, sy)
+    return PixelMap(sx, sy, src_shape)
+
+
+def nearest_index(src: GeoBox, dst: GeoBox, row_stride: int | None = None) -> np.ndarray:
+    """int64 ``(ny, nx)`` of ``dst``: the flat index ``row * row_stride + column`` of the ``src`` pixel under
+    each destination pixel centre (``row_stride`` defaults to ``src``'s width; a larger one indexes rows padded
+    at their end), -1 outside ``src``. The same pixels as :func:`pixel_map`'s :attr:`PixelMap.centre`, worked
+    out row by row without the float coordinate planes (a third of the memory traffic, for nearest only)."""
+    h, w = src.shape.yx
+    stride = w if row_stride is None else int(row_stride)
+    if stride < w:
+        raise ValueError(f"row stride {stride} is less than the source width {w}")
+    px, py, rows, cols = _lattice(src, dst)
+    out = np.empty(dst.shape.yx, dtype=np.int64)
+    _interpolate_centre(px, py, rows, cols, h, w, stride, out)
+    return out
+
+
+def _lattice(src: GeoBox, dst: GeoBox) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source pixel coordinates ``(px, py)`` of the destination pixel centres at the lattice's ``rows`` x
+    ``cols`` (every 8th destination row and column, and the last), transformed exactly."""
+    ny, nx = dst.shape.yx
     rows = np.unique(np.r_[np.arange(0, ny, _LATTICE), ny - 1]).astype(np.float64)
     cols = np.unique(np.r_[np.arange(0, nx, _LATTICE), nx - 1]).astype(np.float64)
     cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
@@ -131,17 +158,12 @@ def pixel_map(src: GeoBox, dst: GeoBox) -> PixelMap:
     px, py = ~src.transform * (np.asarray(wx), np.asarray(wy))
     px = np.asarray(px, dtype=np.float64).reshape(rr.shape)
     py = np.asarray(py, dtype=np.float64).reshape(rr.shape)
-    sx = np.empty((ny, nx), dtype=np.float64)
-    sy = np.empty((ny, nx), dtype=np.float64)
-    _interpolate_lattice(px, py, rows, cols, sx, sy)
-    return PixelMap(sx, sy, src_shape)
+    return px, py, rows, cols
 
 
 @numba.njit(cache=True, nogil=True)
-def _interpolate_lattice(px, py, rows, cols, sx, sy):
-    """Bilinear interpolation of lattice values (at ``rows`` x ``cols``) to every destination pixel. The lattice
-    cell and fraction of each column are the same on every row: worked out once."""
-    ny, nx = sx.shape
+def _lattice_columns(cols, nx):
+    """The lattice cell and fraction of each destination column (the same on every row)."""
     cell = np.empty(nx, dtype=np.int64)
     cell_next = np.empty(nx, dtype=np.int64)
     frac = np.empty(nx, dtype=np.float64)
@@ -153,6 +175,15 @@ def _interpolate_lattice(px, py, rows, cols, sx, sy):
         cell[c] = ci
         cell_next[c] = min(ci + 1, cols.size - 1)
         frac[c] = 0.0 if c1 == c0 else (c - c0) / (c1 - c0)
+    return cell, cell_next, frac
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate_lattice(px, py, rows, cols, sx, sy):
+    """Bilinear interpolation of lattice values (at ``rows`` x ``cols``) to every destination pixel. The lattice
+    cell and fraction of each column are the same on every row: worked out once."""
+    ny, nx = sx.shape
+    cell, cell_next, frac = _lattice_columns(cols, nx)
     ri = 0
     for r in range(ny):
         while ri < rows.size - 2 and r > rows[ri + 1]:
@@ -170,6 +201,37 @@ def _interpolate_lattice(px, py, rows, cols, sx, sy):
             top = y_top[ci] + (y_top[ci1] - y_top[ci]) * fc
             bottom = y_bottom[ci] + (y_bottom[ci1] - y_bottom[ci]) * fc
             out_y[c] = top + (bottom - top) * fr
+
+
+@numba.njit(cache=True, nogil=True)
+def _interpolate_centre(px, py, rows, cols, h, w, stride, out):
+    """:func:`_interpolate_lattice` then :func:`_centre_index` (same arithmetic), one row at a time; flat
+    indices with ``stride`` pixels to a row."""
+    ny, nx = out.shape
+    cell, cell_next, frac = _lattice_columns(cols, nx)
+    ri = 0
+    for r in range(ny):
+        while ri < rows.size - 2 and r > rows[ri + 1]:
+            ri += 1
+        r0, r1 = rows[ri], rows[min(ri + 1, rows.size - 1)]
+        fr = 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
+        ri1 = min(ri + 1, rows.size - 1)
+        x_top, x_bottom, y_top, y_bottom = px[ri], px[ri1], py[ri], py[ri1]
+        row_out = out[r]
+        for c in range(nx):
+            ci, ci1, fc = cell[c], cell_next[c], frac[c]
+            top = x_top[ci] + (x_top[ci1] - x_top[ci]) * fc
+            bottom = x_bottom[ci] + (x_bottom[ci1] - x_bottom[ci]) * fc
+            x = top + (bottom - top) * fr + 1e-10  # GDAL's nudge, as _centre_index
+            top = y_top[ci] + (y_top[ci1] - y_top[ci]) * fc
+            bottom = y_bottom[ci] + (y_bottom[ci1] - y_bottom[ci]) * fc
+            y = top + (bottom - top) * fr + 1e-10
+            row_out[c] = -1
+            if x >= 0.0 and y >= 0.0:
+                ix = int(x)
+                iy = int(y)
+                if ix < w and iy < h:
+                    row_out[c] = iy * stride + ix
 
 
 @numba.njit(cache=True, nogil=True)
