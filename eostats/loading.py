@@ -37,11 +37,11 @@ import numpy as np
 import pystac
 import rasterio
 import rasterio.errors
+import shapely.geometry
 import xarray as xr
 from odc.geo import xy_
 from odc.geo.crs import CRS
 from odc.geo.geobox import GeoBox
-from odc.geo.geom import Geometry
 from odc.geo.xr import xr_coords, xr_reproject
 from rasterio._err import CPLE_BaseError  # GDAL errors raised while reading pixels
 from rasterio.env import set_gdal_config
@@ -446,7 +446,8 @@ class TaskReader:
             # a day's datasets in acquisition order (odc-stac's order), ties in input order
             for _, item in sorted(members, key=lambda m: (_utc_naive(m[1]), m[0])):
                 try:
-                    lon = Geometry(item.geometry, "EPSG:4326").centroid.coords[0][0]
+                    # shapely directly: odc-geo's Geometry walks every vertex in Python first (~0.15 ms/item)
+                    lon = shapely.geometry.shape(item.geometry).centroid.x
                 except Exception as err:
                     raise InputDataError(
                         item.id, None, None, f"malformed geometry: {err}"
