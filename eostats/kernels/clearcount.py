@@ -175,26 +175,41 @@ class ClearCounter:
         stack = self.stacked()
         return {name: stack[k] for k, name in enumerate(self.recipe.names)}
 
-    def _parts(self) -> list[np.ndarray]:
-        """The counts' summands, each flattened to ``(count, rows x row_stride)``."""
-        parts = [self._small] if self._totals is None else [self._small, self._totals]
-        return [part.reshape(part.shape[0], -1) for part in parts]
-
 
 def gather_counts(counters: Sequence[ClearCounter], index: np.ndarray) -> np.ndarray:
     """The sum of ``counters``' counts (one recipe and window) on another grid: uint16 ``(count, ny, nx)``, pixel
     ``(y, x)`` the counts at the flat index ``index[y, x]`` (int64, in rows of :meth:`ClearCounter.row_stride`
-    pixels; -1 gives 0), e.g. :func:`eostats.kernels.warp.nearest_index`. One pass over the grid per summand,
-    without summing the counters on their own grid first."""
+    pixels; -1 gives 0), e.g. :func:`eostats.kernels.warp.nearest_index`. One pass over the grid for all the
+    counters (another for any that went past 255 days), without summing them on their own grid first."""
     if not counters:
         raise ValueError("no counters to gather")
     n = len(counters[0].recipe.names)
     flat = np.ascontiguousarray(index, dtype=np.int64).ravel()
-    out = np.zeros((n, flat.size), dtype=np.uint16)
+    out = np.empty((n, flat.size), dtype=np.uint16)
+    _gather_sum(tuple(_flat(c._small) for c in counters), flat, out)
     for counter in counters:
-        for part in counter._parts():
-            _gather_add(part, flat, out)
+        if counter._totals is not None:
+            _gather_add(_flat(counter._totals), flat, out)
     return out.reshape(n, *index.shape)
+
+
+def _flat(counts: np.ndarray) -> np.ndarray:
+    """``(count, rows, row_stride)`` as ``(count, rows x row_stride)``."""
+    return counts.reshape(counts.shape[0], -1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_sum(parts, index, out):
+    """out (k, n) = the sum of ``parts`` (a tuple of (k, m) arrays) at ``index`` (n,); 0 at -1."""
+    n_planes = out.shape[0]
+    for i in range(index.size):
+        c = index[i]
+        for k in range(n_planes):
+            total = 0
+            if c >= 0:
+                for part in parts:
+                    total += part[k, c]
+            out[k, i] = total
 
 
 @numba.njit(cache=True, nogil=True)
