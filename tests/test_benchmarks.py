@@ -60,7 +60,10 @@ def test_tile_figures_run(workdir: Path) -> None:
     gm = figure(workdir, "whole_tile")
     for row in [*pq.values(), *gm.values()]:
         assert row.ours > 0 and row.reference > 0, row.figure
-        assert f"{QUICK.tile_obs} obs" in row.note or "input pipeline" in row.figure
+        assert f"{QUICK.tile_obs} obs" in row.note or any(
+            context in row.figure for context in ("input pipeline", "odc-stac load")
+        )
+    assert "clear counts (pq) tile wall vs odc-stac load of its band(s)" in pq
 
 
 def test_memory_figure_reports_every_chunk_size(workdir: Path) -> None:
