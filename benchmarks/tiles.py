@@ -356,11 +356,9 @@ def _tile_rows(
                 "loose": loose,
                 "strict_ratio": tl["wall_s"] / strict,
                 "loose_ratio": tl["wall_s"] / loose,
+                "stac_ratio": tl["wall_s"] / stac["wall_s"] if stac else None,
             }
         )
-    for round_ in measured:
-        if round_["stac"]:
-            round_["stac_ratio"] = round_["tl"]["wall_s"] / round_["stac"]["wall_s"]
     chosen, strict_ratios = _median_round(measured, "strict_ratio")
     loose_round, loose_ratios = _median_round(measured, "loose_ratio")
     dec, ker, tl, strict = chosen["dec"], chosen["ker"], chosen["tl"], chosen["strict"]

@@ -83,8 +83,8 @@ class ClearCounter:
     :param dtype: dtype of the class band.
 
     For each solar day call :meth:`add_observation` with each of the day's class arrays, then :meth:`end_day`.
-    :meth:`counts` returns the uint16 counts, :meth:`merge` sums another counter of the same window into this one,
-    :func:`gather_counts` sums counters onto another grid.
+    :meth:`counts` returns the uint16 counts; :func:`gather_counts` sums counters of the same window onto another
+    grid.
 
     The counts are kept in rows of :meth:`row_stride` pixels (the window's width rounded up to whole words).
     """
@@ -159,16 +159,6 @@ class ClearCounter:
         nx = self.layout.nx
         small = self._small[:, :, :nx]
         return small.astype(np.uint16) if self._totals is None else self._totals[:, :, :nx] + small
-
-    def merge(self, other: ClearCounter) -> None:
-        """Add ``other``'s counts (a counter of the same recipe and window) to this one's."""
-        totals = self._small.astype(np.uint16)
-        for part in (self._totals, other._totals, other._small):
-            if part is not None:
-                totals += part
-        self._totals = totals
-        self._small[...] = 0
-        self._small_days = 0
 
     def counts(self) -> dict[str, np.ndarray]:
         """``{name: uint16 (ny, nx)}`` for :attr:`ClearCountRecipe.names`, in that order."""

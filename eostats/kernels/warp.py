@@ -178,6 +178,37 @@ def _lattice_columns(cols, nx):
     return cell, cell_next, frac
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lattice_row(rows, r, ri):
+    """The lattice rows ``ri, ri1`` around destination row ``r`` (``ri``: the previous row's) and its fraction."""
+    while ri < rows.size - 2 and r > rows[ri + 1]:
+        ri += 1
+    ri1 = min(ri + 1, rows.size - 1)
+    r0, r1 = rows[ri], rows[ri1]
+    return ri, ri1, 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _blend(upper, lower, ci, ci1, fc, fr):
+    """Bilinear interpolation within one lattice cell: along the upper and lower lattice rows, then between them."""
+    top = upper[ci] + (upper[ci1] - upper[ci]) * fc
+    bottom = lower[ci] + (lower[ci1] - lower[ci]) * fc
+    return top + (bottom - top) * fr
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _flat_index(x, y, h, w, stride):
+    """Flat index (``stride`` pixels to a row) of the source pixel holding ``(x, y)``, -1 outside."""
+    x += 1e-10  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
+    y += 1e-10
+    if x >= 0.0 and y >= 0.0:
+        ix = int(x)
+        iy = int(y)
+        if ix < w and iy < h:
+            return iy * stride + ix
+    return -1
+
+
 @numba.njit(cache=True, nogil=True)
 def _interpolate_lattice(px, py, rows, cols, sx, sy):
     """Bilinear interpolation of lattice values (at ``rows`` x ``cols``) to every destination pixel. The lattice
@@ -186,21 +217,11 @@ def _interpolate_lattice(px, py, rows, cols, sx, sy):
     cell, cell_next, frac = _lattice_columns(cols, nx)
     ri = 0
     for r in range(ny):
-        while ri < rows.size - 2 and r > rows[ri + 1]:
-            ri += 1
-        r0, r1 = rows[ri], rows[min(ri + 1, rows.size - 1)]
-        fr = 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
-        ri1 = min(ri + 1, rows.size - 1)
-        x_top, x_bottom, y_top, y_bottom = px[ri], px[ri1], py[ri], py[ri1]
+        ri, ri1, fr = _lattice_row(rows, r, ri)
         out_x, out_y = sx[r], sy[r]
         for c in range(nx):
-            ci, ci1, fc = cell[c], cell_next[c], frac[c]
-            top = x_top[ci] + (x_top[ci1] - x_top[ci]) * fc
-            bottom = x_bottom[ci] + (x_bottom[ci1] - x_bottom[ci]) * fc
-            out_x[c] = top + (bottom - top) * fr
-            top = y_top[ci] + (y_top[ci1] - y_top[ci]) * fc
-            bottom = y_bottom[ci] + (y_bottom[ci1] - y_bottom[ci]) * fc
-            out_y[c] = top + (bottom - top) * fr
+            out_x[c] = _blend(px[ri], px[ri1], cell[c], cell_next[c], frac[c], fr)
+            out_y[c] = _blend(py[ri], py[ri1], cell[c], cell_next[c], frac[c], fr)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -211,40 +232,18 @@ def _interpolate_centre(px, py, rows, cols, h, w, stride, out):
     cell, cell_next, frac = _lattice_columns(cols, nx)
     ri = 0
     for r in range(ny):
-        while ri < rows.size - 2 and r > rows[ri + 1]:
-            ri += 1
-        r0, r1 = rows[ri], rows[min(ri + 1, rows.size - 1)]
-        fr = 0.0 if r1 == r0 else (r - r0) / (r1 - r0)
-        ri1 = min(ri + 1, rows.size - 1)
-        x_top, x_bottom, y_top, y_bottom = px[ri], px[ri1], py[ri], py[ri1]
+        ri, ri1, fr = _lattice_row(rows, r, ri)
         row_out = out[r]
         for c in range(nx):
-            ci, ci1, fc = cell[c], cell_next[c], frac[c]
-            top = x_top[ci] + (x_top[ci1] - x_top[ci]) * fc
-            bottom = x_bottom[ci] + (x_bottom[ci1] - x_bottom[ci]) * fc
-            x = top + (bottom - top) * fr + 1e-10  # GDAL's nudge, as _centre_index
-            top = y_top[ci] + (y_top[ci1] - y_top[ci]) * fc
-            bottom = y_bottom[ci] + (y_bottom[ci1] - y_bottom[ci]) * fc
-            y = top + (bottom - top) * fr + 1e-10
-            row_out[c] = -1
-            if x >= 0.0 and y >= 0.0:
-                ix = int(x)
-                iy = int(y)
-                if ix < w and iy < h:
-                    row_out[c] = iy * stride + ix
+            x = _blend(px[ri], px[ri1], cell[c], cell_next[c], frac[c], fr)
+            y = _blend(py[ri], py[ri1], cell[c], cell_next[c], frac[c], fr)
+            row_out[c] = _flat_index(x, y, h, w, stride)
 
 
 @numba.njit(cache=True, nogil=True)
 def _centre_index(sx, sy, h, w, out):
     for i in range(sx.size):
-        x = sx[i] + 1e-10  # GDAL's nudge: a centre exactly on a pixel edge goes right/down
-        y = sy[i] + 1e-10
-        out[i] = -1
-        if x >= 0.0 and y >= 0.0:
-            ix = int(x)
-            iy = int(y)
-            if ix < w and iy < h:
-                out[i] = iy * w + ix
+        out[i] = _flat_index(sx[i], sy[i], h, w, w)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
