@@ -32,6 +32,7 @@ __all__ = [
     "FMASK_CLASSES",
     "MORPHOLOGY_OPS",
     "PackedLayout",
+    "ClassLookup",
     "PackedMorphology",
     "class_slots",
     "classify_packed",
@@ -374,31 +375,105 @@ class PackedMorphology:
         return plane
 
 
-@numba.njit(cache=True, nogil=True)
-def classify_packed(values, table, planes, row0, word0):
-    """OR bit ``k`` of ``table[value]`` of each pixel of ``values`` (``(ny, nx)``, unsigned) into plane ``k`` of
-    ``planes`` (``(k, ...)`` planes of one :class:`PackedLayout`, the mask at ``(row0, word0)``): each row looked
-    up into bytes, then every 8 bytes' bit ``k`` gathered into one byte by a multiplication."""
-    ny, nx = values.shape
-    n_planes = planes.shape[0]
-    n_words = (nx + 63) // 64
-    looked_up = np.zeros(n_words * 8, dtype=np.uint64)  # bytes beyond nx stay 0
-    classes = looked_up.view(np.uint8)
+_MAX_COMPARED_VALUES = 8
+
+
+@dataclass(frozen=True)
+class ClassLookup:
+    """What each value of an 8- or 16-bit integer class band stands for, for :func:`classify_packed`: a uint8
+    entry per value (bit ``k`` of it: plane ``k``), indexed by the value's unsigned bit pattern
+    (:func:`class_slots`).
+
+    Most values share one entry (``default``); when at most eight do not, ``values``/``entries`` list them and the
+    band is classified by comparing each pixel with those few values (vectorised, about 2.5x faster than one
+    table look-up per pixel). Otherwise both are None and the table is used.
+    """
+
+    table: np.ndarray
+    default: int
+    values: tuple | None
+    entries: tuple | None
+
+    @classmethod
+    def of(cls, table: np.ndarray) -> ClassLookup:
+        """The lookup of a uint8 ``table`` of 256 (8-bit bands) or 65 536 (16-bit bands) entries."""
+        table = np.ascontiguousarray(table, dtype=np.uint8)
+        if table.size not in (2**8, 2**16):
+            raise ValueError(f"a class table has 256 or 65536 entries, got {table.size}")
+        unsigned = np.uint8 if table.size == 2**8 else np.uint16
+        default = int(np.bincount(table, minlength=256).argmax())
+        others = np.flatnonzero(table != default)
+        if others.size > _MAX_COMPARED_VALUES:
+            return cls(table, default, None, None)
+        if others.size == 0:  # one harmless comparison keeps the tuples' type
+            others = np.zeros(1, dtype=np.int64)
+        values = tuple(unsigned(v) for v in others)
+        entries = tuple(np.uint8(table[v]) for v in others)
+        return cls(table, default, values, entries)
+
+
+def classify_packed(
+    values: np.ndarray, lookup: ClassLookup, planes: np.ndarray, row0: int, word0: int
+) -> None:
+    """OR bit ``k`` of the :class:`ClassLookup` entry of each pixel of ``values`` (``(ny, nx)``, unsigned, of the
+    lookup's width) into plane ``k`` of ``planes`` (``(k, ...)`` planes of one :class:`PackedLayout`, the mask at
+    ``(row0, word0)``)."""
+    if values.dtype.itemsize != (1 if lookup.table.size == 2**8 else 2):
+        raise TypeError(f"{values.dtype} values for a lookup of {lookup.table.size} entries")
+    if lookup.values is None:
+        _classify_by_table(values, lookup.table, planes, row0, word0)
+    else:
+        _classify_by_values(
+            values, np.uint8(lookup.default), lookup.values, lookup.entries, planes, row0, word0
+        )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pack_row(looked_up, planes, y, word0):
+    """Row ``y`` of ``planes`` |= bit ``k`` of each byte of ``looked_up`` (one byte per pixel, viewed as uint64),
+    every 8 bytes' bit gathered into one byte by a multiplication."""
     low_bits = np.uint64(0x0101010101010101)
     gather = np.uint64(0x0102040810204080)  # byte j's bit 0 → bit 56 + j
     top = np.uint64(56)
+    for i in range(looked_up.size // 8):
+        for k in range(planes.shape[0]):
+            shift = np.uint64(k)
+            word = np.uint64(0)
+            for b in range(8):
+                eight = looked_up[8 * i + b]
+                word |= ((((eight >> shift) & low_bits) * gather) >> top) << np.uint64(8 * b)
+            planes[k, y, word0 + i] |= word
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify_by_table(values, table, planes, row0, word0):
+    """:func:`classify_packed` looking each pixel up in ``table``."""
+    ny, nx = values.shape
+    looked_up = np.zeros((nx + 63) // 64 * 8, dtype=np.uint64)  # bytes beyond nx stay 0
+    classes = looked_up.view(np.uint8)
     for y in range(ny):
         row = values[y]
         for x in range(nx):
             classes[x] = table[row[x]]
-        for i in range(n_words):
-            for k in range(n_planes):
-                shift = np.uint64(k)
-                word = np.uint64(0)
-                for b in range(8):
-                    eight = looked_up[8 * i + b]
-                    word |= ((((eight >> shift) & low_bits) * gather) >> top) << np.uint64(8 * b)
-                planes[k, row0 + y, word0 + i] |= word
+        _pack_row(looked_up, planes, row0 + y, word0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _classify_by_values(values, default, codes, entries, planes, row0, word0):
+    """:func:`classify_packed` comparing each pixel with the few ``codes`` (a tuple: one unrolled, vectorised
+    comparison each) whose entries are not ``default``."""
+    ny, nx = values.shape
+    looked_up = np.zeros((nx + 63) // 64 * 8, dtype=np.uint64)  # bytes beyond nx stay 0
+    classes = looked_up.view(np.uint8)
+    for y in range(ny):
+        row = values[y]
+        for x in range(nx):
+            v = row[x]
+            entry = default
+            for j in range(len(codes)):
+                entry = entries[j] if v == codes[j] else entry
+            classes[x] = entry
+        _pack_row(looked_up, planes, row0 + y, word0)
 
 
 def _packed_cleanup(mask: np.ndarray, ops: list[tuple[str, float]]) -> np.ndarray:

@@ -10,7 +10,10 @@ from scipy import ndimage
 
 from eostats.masking import (
     FMASK_CLASSES,
+    ClassLookup,
+    PackedLayout,
     class_slots,
+    classify_packed,
     cleanup_depth,
     enum_to_bool,
     mask_cleanup,
@@ -358,3 +361,36 @@ def test_class_slots_index_the_unsigned_bit_pattern_and_drop_codes_out_of_range(
     table = np.zeros(2**16, dtype=bool)
     table[class_slots([-999, -1], np.int16)] = True
     np.testing.assert_array_equal(table[band.view(np.uint16)], [True, False, True])
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("n_others", [0, 1, 3, 8, 9, 40])
+def test_classify_packed_by_values_or_by_table_sets_each_entrys_bits(
+    bits: int, n_others: int
+) -> None:
+    """Up to eight values off the common entry are compared, more are looked up in the table: either way every
+    plane holds bit k of each pixel's entry, ORed into what the plane held, nothing outside the mask touched."""
+    rng = np.random.default_rng(bits * 100 + n_others)
+    size = 2**bits
+    table = np.full(size, 0b101, dtype=np.uint8)
+    others = rng.choice(size, n_others, replace=False)
+    table[others] = rng.choice(np.array([0, 1, 2, 3, 4, 6, 7], dtype=np.uint8), n_others)
+    table[others[:1]] = 0b010  # at least one entry with a bit the common one lacks
+    lookup = ClassLookup.of(table)
+    assert (lookup.values is None) == (n_others > 8)
+    unsigned = np.dtype(f"u{bits // 8}")
+    ny, nx = 37, 150  # rows of three words, the last one partial
+    values = rng.choice(np.r_[others, rng.integers(0, size, 20)], (ny, nx)).astype(unsigned)
+    layout = PackedLayout(ny, nx, 3)
+    before = rng.integers(0, 2**63, (3, *layout.shape), dtype=np.uint64)
+    margin = np.ones(layout.shape, dtype=bool)
+    margin[layout.row0 : layout.row0 + ny, layout.word0 : layout.word0 + layout.mask_words] = False
+    before[:, ~margin] = 0
+    before[1, layout.row0 + 5] = np.uint64(2**64 - 1)  # bits already set stay set
+    planes = before.copy()
+    classify_packed(values, lookup, planes, layout.row0, layout.word0)
+    for k in range(3):
+        expected = before[k] | layout.pack((table[values] >> k) & 1 == 1)
+        np.testing.assert_array_equal(planes[k], expected, err_msg=f"plane {k}")
+    with pytest.raises(TypeError, match="lookup of"):
+        classify_packed(values.astype(np.uint32), lookup, planes, layout.row0, layout.word0)

@@ -17,6 +17,7 @@ import numpy as np
 
 from eostats.masking import (
     _EDT_MIN_RADIUS,
+    ClassLookup,
     PackedLayout,
     PackedMorphology,
     class_slots,
@@ -59,7 +60,7 @@ class PackedClassMask:
             # unbuffered filters are plain bad classes; each chained one gets its own plane
             table[class_slots(codes, dtype)] |= 1 << plane if chain else 1
             plane += 1 if chain else 0
-        self.table = table
+        self.lookup = ClassLookup.of(table)
         self.planes = np.zeros((plane, *self.layout.shape), dtype=np.uint64)
         self._morphology = PackedMorphology(self.layout.shape)
 
@@ -105,14 +106,15 @@ class PackedClassMask:
             contiguity = contiguity.view(f"u{contiguity.dtype.itemsize}")
             zero_table = np.zeros(2 ** (8 * contiguity.dtype.itemsize), dtype=np.uint8)
             zero_table[0] = 1
+            zero = ClassLookup.of(zero_table)
         out = np.empty((classes.shape[0], *lay.shape), dtype=np.uint64)
         for t in range(classes.shape[0]):
             self.planes[...] = 0
             values = np.ascontiguousarray(classes[t]).view(self._unsigned)
-            classify_packed(values, self.table, self.planes, lay.row0, lay.word0)
+            classify_packed(values, self.lookup, self.planes, lay.row0, lay.word0)
             if contiguity is not None:
                 flags = np.ascontiguousarray(contiguity[t])
-                classify_packed(flags, zero_table, self.planes[:1], lay.row0, lay.word0)
+                classify_packed(flags, zero, self.planes[:1], lay.row0, lay.word0)
             bad = out[t]
             bad[...] = self.planes[0]
             for k, chain in enumerate(self.chains, start=1):

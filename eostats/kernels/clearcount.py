@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from eostats.masking import (
+    ClassLookup,
     PackedLayout,
     PackedMorphology,
     class_slots,
@@ -98,7 +99,7 @@ class ClearCounter:
         self.recipe = recipe
         self.chains = [validate_ops(chain) for chain in recipe.chains.values()]
         self.layout = PackedLayout(int(shape[0]), int(shape[1]), recipe.depth)
-        self.table = class_table(recipe, dtype)
+        self.lookup = ClassLookup.of(class_table(recipe, dtype))
         self._unsigned = np.dtype(f"u{np.dtype(dtype).itemsize}")
         # planes 0 and 1 of the class table's bits
         self._planes = np.zeros((2, *self.layout.shape), dtype=np.uint64)
@@ -120,7 +121,7 @@ class ClearCounter:
             )
         values = np.ascontiguousarray(classes).view(self._unsigned)
         lay = self.layout
-        classify_packed(values, self.table, self._planes, lay.row0, lay.word0)
+        classify_packed(values, self.lookup, self._planes, lay.row0, lay.word0)
         self._observed = True
 
     def end_day(self) -> None:
