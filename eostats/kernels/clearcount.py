@@ -11,7 +11,8 @@ instead of reprojecting four masks per day and summing on the tile. This module 
 * the day's erased plane is cleaned by each filter's chain on the packed words
   (:class:`eostats.masking.PackedMorphology`),
 * the day's planes are added to uint8 counters 8 pixels per word operation (each byte of a word spread to 8 bytes
-  by a table), which go into uint16 totals every 255 days.
+  by a table), which go into uint16 totals every 255 days. A word of 64 set pixels (the common case: clear land,
+  data everywhere) adds one to a counter of its word instead: one byte written, not a cache line of counters.
 
 Counts are of native pixels of the window the accumulator was made for; the caller reprojects them.
 """
@@ -110,6 +111,8 @@ class ClearCounter:
         n = len(recipe.names)
         ny = self.layout.ny
         self._small = np.zeros((n, ny, self.layout.mask_words * 64), dtype=np.uint8)
+        # days each word of 64 pixels was set whole, added to its pixels' counts when they are read
+        self._whole = np.zeros((n, ny, self.layout.mask_words), dtype=np.uint8)
         self._small_days = 0
         self._totals: np.ndarray | None = None  # after 255 days only
 
@@ -132,8 +135,9 @@ class ClearCounter:
         lay = self.layout
         window = (lay.row0, lay.word0)
         small = self._small.view(np.uint64)
-        _add_bits(self._valid, None, small[0], *window)
-        _add_bits(self._valid, self._erased, small[1], *window)
+        whole = self._whole
+        _add_bits(self._valid, None, small[0], whole[0], *window)
+        _add_bits(self._valid, self._erased, small[1], whole[1], *window)
         # a day with nothing erased stays so under every chain (each operation keeps an empty plane empty)
         anything_erased = bool(self._erased.any())
         for k, chain in enumerate(self.chains):
@@ -141,7 +145,7 @@ class ClearCounter:
             if chain and anything_erased:
                 np.copyto(self._cleaning, self._erased)
                 cleaned = self._morphology.cleanup(self._cleaning, chain)
-            _add_bits(self._valid, cleaned, small[2 + k], *window)
+            _add_bits(self._valid, cleaned, small[2 + k], whole[2 + k], *window)
         self._planes[...] = 0
         self._observed = False
         self._small_days += 1
@@ -151,14 +155,19 @@ class ClearCounter:
     def _flush(self) -> None:
         if self._totals is None:
             self._totals = np.zeros(self._small.shape, dtype=np.uint16)
-        self._totals += self._small
+        self._totals += self._small_counts()
         self._small[...] = 0
+        self._whole[...] = 0
         self._small_days = 0
+
+    def _small_counts(self) -> np.ndarray:
+        """The counts since the last flush, uint8 ``(count, ny, row_stride)``."""
+        return self._small + np.repeat(self._whole, 64, axis=-1)
 
     def stacked(self) -> np.ndarray:
         """Every count, uint16 ``(count, ny, nx)``, in the order of :attr:`ClearCountRecipe.names`."""
         nx = self.layout.nx
-        small = self._small[:, :, :nx]
+        small = self._small_counts()[:, :, :nx]
         return small.astype(np.uint16) if self._totals is None else self._totals[:, :, :nx] + small
 
     def counts(self) -> dict[str, np.ndarray]:
@@ -177,7 +186,9 @@ def gather_counts(counters: Sequence[ClearCounter], index: np.ndarray) -> np.nda
     n = len(counters[0].recipe.names)
     flat = np.ascontiguousarray(index, dtype=np.int64).ravel()
     out = np.empty((n, flat.size), dtype=np.uint16)
-    _gather_sum(tuple(_flat(c._small) for c in counters), flat, out)
+    _gather_sum(
+        tuple(_flat(c._small) for c in counters), tuple(_flat(c._whole) for c in counters), flat, out
+    )
     for counter in counters:
         if counter._totals is not None:
             _gather_add(_flat(counter._totals), flat, out)
@@ -190,16 +201,17 @@ def _flat(counts: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_sum(parts, index, out):
-    """out (k, n) = the sum of ``parts`` (a tuple of (k, m) arrays) at ``index`` (n,); 0 at -1."""
+def _gather_sum(parts, wholes, index, out):
+    """out (k, n) = the sum of ``parts`` (a tuple of (k, m) arrays) and of their ``wholes`` (a tuple of
+    (k, m / 64) arrays, one count per 64 pixels) at ``index`` (n,); 0 at -1."""
     n_planes = out.shape[0]
     for i in range(index.size):
         c = index[i]
         for k in range(n_planes):
             total = 0
             if c >= 0:
-                for part in parts:
-                    total += part[k, c]
+                for j in range(len(parts)):
+                    total += parts[j][k, c] + wholes[j][k, c >> 6]
             out[k, i] = total
 
 
@@ -227,27 +239,36 @@ _SPREAD = _spread_table()
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_bits_kernel(plane, minus, use_minus, counters, row0, word0, spread):
-    ny, n_words8 = counters.shape
-    n_words = n_words8 // 8
+def _add_bits_kernel(plane, minus, use_minus, counters, whole, row0, word0, spread):
+    ny, n_words = whole.shape
+    every = ~np.uint64(0)
     for y in range(ny):
         src = plane[row0 + y, word0:]
         sub = minus[row0 + y, word0:] if use_minus else src
         out = counters[y]
+        whole_row = whole[y]
         for i in range(n_words):
             w = src[i] & ~sub[i] if use_minus else src[i]
             if w == 0:
+                continue
+            if w == every:
+                whole_row[i] += 1
                 continue
             for b in range(8):
                 out[8 * i + b] += spread[(w >> np.uint64(8 * b)) & np.uint64(255)]
 
 
 def _add_bits(
-    plane: np.ndarray, minus: np.ndarray | None, counters: np.ndarray, row0: int, word0: int
+    plane: np.ndarray,
+    minus: np.ndarray | None,
+    counters: np.ndarray,
+    whole: np.ndarray,
+    row0: int,
+    word0: int,
 ) -> None:
     """``counters`` (uint8 per pixel, viewed as uint64 ``(ny, 8 words)``) += the mask's bits of ``plane`` (and not
-    of ``minus``)."""
+    of ``minus``); a word with all 64 bits set adds one to ``whole`` (uint8 per word, ``(ny, words)``) instead."""
     use_minus = minus is not None
     _add_bits_kernel(
-        plane, minus if use_minus else plane, use_minus, counters, row0, word0, _SPREAD
+        plane, minus if use_minus else plane, use_minus, counters, whole, row0, word0, _SPREAD
     )
