@@ -991,7 +991,7 @@ class TaskReader:
         # while the reading threads count: the native pixel under each block pixel, in the counters' rows
         index = nearest_index(native, block, ClearCounter.row_stride(native.shape.x))
         counters = [job.result() for job in jobs]
-        warped = gather_counts(counters, index)
+        warped = gather_counts(counters, index, self._pool, self._threads)
         self._count(warp=time.thread_time() - t0)
         return dict(zip(recipe.names, warped, strict=True))
 

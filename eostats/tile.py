@@ -162,7 +162,8 @@ def compute_tile(
             estimate / 2**20,
             f"{limit / 2**20:.0f} MiB" if limit else "none",
         )
-        outputs = plugin.empty_outputs(geobox.shape.yx)
+        # a tile of one block is its block's reduction as it is (no tile-sized copy, ~3 ms per 1024² tile)
+        outputs = plugin.empty_outputs(geobox.shape.yx) if len(blocks) > 1 else {}
         t_load = t_reduce = 0.0
         load = reader.count if counting else reader.read
         pending = None
@@ -177,8 +178,11 @@ def compute_tile(
             t2 = time.perf_counter()
             reduced = block if counting else plugin.reduce(block)
             del block
-            for name in outputs:
-                outputs[name][ys, xs] = np.asarray(reduced[name])
+            if len(blocks) > 1:
+                for name in outputs:
+                    outputs[name][ys, xs] = np.asarray(reduced[name])
+            else:
+                outputs = _whole_tile_outputs(plugin, reduced, geobox.shape.yx)
             t3 = time.perf_counter()
             t_load += t2 - t1
             t_reduce += t3 - t2
@@ -190,9 +194,8 @@ def compute_tile(
     timings["load"] = t_load
     timings["reduce"] = t_reduce
     coords = xr_coords(geobox)
-    ds = xr.Dataset(
-        {name: xr.DataArray(arr, dims=("y", "x"), coords=coords) for name, arr in outputs.items()}
-    )
+    # variables as (dims, array): one DataArray per measurement, each aligned on its own, costs 2 ms more
+    ds = xr.Dataset({name: (("y", "x"), arr) for name, arr in outputs.items()}, coords=coords)
     info = {
         "datasets": len(items),
         "observations": n_obs,
@@ -202,6 +205,21 @@ def compute_tile(
         "backend": backend,
     }
     return ds, info
+
+
+def _whole_tile_outputs(
+    plugin: Any, reduced: Mapping[str, Any], shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """The measurements of a tile computed as one block: the reduction's arrays in the measurements' dtypes."""
+    outputs = {}
+    for m in plugin.measurements:
+        array = np.asarray(reduced[m.name], dtype=m.dtype)
+        if array.shape != tuple(shape):
+            raise ValueError(
+                f"measurement {m.name}: reduced to {array.shape}, the tile is {tuple(shape)}"
+            )
+        outputs[m.name] = array
+    return outputs
 
 
 def _empty_tile(plugin: Any, geobox: Any) -> xr.Dataset:

@@ -3,6 +3,8 @@ tile reader's native counting against its observations reduced by the pq plugin.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -82,6 +84,10 @@ def test_more_than_255_days_and_gathered_counters() -> None:
     shape = (6, 70)  # 70 px: rows padded to 128
     recipe = ClearCountRecipe("band", (0,), (2,), {"d": [("dilation", 1)]})
     days = [random_day(rng, shape, 1) for _ in range(300)]
+    for i in range(
+        0, 300, 3
+    ):  # clear days: each row's first 64 pixels a whole word, its last 6 not
+        days[i] = [np.ones(shape, dtype=np.uint8)]
     first, second = (ClearCounter(recipe, shape, np.dtype("uint8")) for _ in range(2))
     for i, observations in enumerate(days):
         counter = first if i < 280 else second
@@ -100,6 +106,8 @@ def test_more_than_255_days_and_gathered_counters() -> None:
     index[0, :3] = -1
     gathered = gather_counts([first, second], index)
     assert gathered.dtype == np.uint16 and gathered.shape == (3, *shape)
+    with ThreadPoolExecutor(2) as pool:  # in runs of pixels on threads: the same counts
+        np.testing.assert_array_equal(gather_counts([first, second], index, pool, 3), gathered)
     expected = expected_counts(days, [0], [2], recipe.chains)
     for k, name in enumerate(recipe.names):
         want = expected[name][rows, cols]

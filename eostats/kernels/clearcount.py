@@ -20,6 +20,7 @@ Counts are of native pixels of the window the accumulator was made for; the call
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numba
@@ -176,22 +177,37 @@ class ClearCounter:
         return {name: stack[k] for k, name in enumerate(self.recipe.names)}
 
 
-def gather_counts(counters: Sequence[ClearCounter], index: np.ndarray) -> np.ndarray:
+def gather_counts(
+    counters: Sequence[ClearCounter],
+    index: np.ndarray,
+    pool: Executor | None = None,
+    parts: int = 1,
+) -> np.ndarray:
     """The sum of ``counters``' counts (one recipe and window) on another grid: uint16 ``(count, ny, nx)``, pixel
     ``(y, x)`` the counts at the flat index ``index[y, x]`` (int64, in rows of :meth:`ClearCounter.row_stride`
     pixels; -1 gives 0), e.g. :func:`eostats.kernels.warp.nearest_index`. One pass over the grid for all the
-    counters (another for any that went past 255 days), without summing them on their own grid first."""
+    counters (another for any that went past 255 days), without summing them on their own grid first; in
+    ``parts`` runs of pixels on ``pool``'s threads when given one."""
     if not counters:
         raise ValueError("no counters to gather")
     n = len(counters[0].recipe.names)
     flat = np.ascontiguousarray(index, dtype=np.int64).ravel()
     out = np.empty((n, flat.size), dtype=np.uint16)
-    _gather_sum(
-        tuple(_flat(c._small) for c in counters), tuple(_flat(c._whole) for c in counters), flat, out
-    )
-    for counter in counters:
-        if counter._totals is not None:
-            _gather_add(_flat(counter._totals), flat, out)
+    smalls = tuple(_flat(c._small) for c in counters)
+    wholes = tuple(_flat(c._whole) for c in counters)
+    totals = [_flat(c._totals) for c in counters if c._totals is not None]
+
+    def gather(start: int, stop: int) -> None:
+        part = out[:, start:stop]
+        _gather_sum(smalls, wholes, flat[start:stop], part)
+        for total in totals:
+            _gather_add(total, flat[start:stop], part)
+
+    bounds = np.linspace(0, flat.size, max(1, int(parts)) + 1).astype(int).tolist()
+    if pool is None or len(bounds) == 2:
+        gather(0, flat.size)
+    else:
+        list(pool.map(gather, bounds[:-1], bounds[1:]))
     return out.reshape(n, *index.shape)
 
 
