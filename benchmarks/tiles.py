@@ -153,6 +153,7 @@ def _warm_up() -> None:
     import pystac
     import rasterio
     import rasterio.io
+    from odc.geo.crs import CRS
     from odc.geo.geobox import GeoBox
 
     from eostats.kernels.classmask import PackedClassMask
@@ -168,13 +169,23 @@ def _warm_up() -> None:
         warp_bilinear(data, mapping, dst.shape.yx, 0)
         warp_nearest(data, mapping, dst.shape.yx, None)
     geomedian_mads(np.ones((6, 3, 2, 2), np.int16), nodata=-999, scale=1e-4, offset=-1e-4)
-    # GDAL's drivers initialise on the first open (the decode figure opens one file before its timing too), and
-    # pystac imports its extension hooks on the first item it parses
+    # GDAL's drivers and its PROJ database initialise on the first open of a georeferenced file (the decode figure
+    # opens one of its files before its timing too), and pystac imports its extension hooks on the first item it
+    # parses
     with rasterio.io.MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst_file:
+        with mem.open(
+            driver="GTiff",
+            width=8,
+            height=8,
+            count=1,
+            dtype="uint8",
+            crs=box.crs.to_wkt(),
+            transform=box.transform,
+        ) as dst_file:
             dst_file.write(np.zeros((1, 8, 8), np.uint8))
         with mem.open() as src_file:
             src_file.read(1)
+            _ = CRS(src_file.crs.to_wkt()) == box.crs
     pystac.Item.from_dict(
         {
             "type": "Feature",
