@@ -108,6 +108,9 @@ def test_more_than_255_days_and_gathered_counters() -> None:
     assert gathered.dtype == np.uint16 and gathered.shape == (3, *shape)
     with ThreadPoolExecutor(2) as pool:  # in runs of pixels on threads: the same counts
         np.testing.assert_array_equal(gather_counts([first, second], index, pool, 3), gathered)
+    np.testing.assert_array_equal(gather_counts([first, second], index.astype(np.int32)), gathered)
+    with pytest.raises(TypeError, match="int32 or int64"):
+        gather_counts([first, second], index.astype(np.float64))
     expected = expected_counts(days, [0], [2], recipe.chains)
     for k, name in enumerate(recipe.names):
         want = expected[name][rows, cols]

@@ -96,7 +96,7 @@ def test_nearest_index_is_the_pixel_maps_centre(scene, stride_pad) -> None:
     stride = w + stride_pad
     got = nearest_index(src_box, dst_box, stride)
     centre = pixel_map(src_box, dst_box).centre.reshape(dst_box.shape.yx)
-    assert got.shape == centre.shape
+    assert got.shape == centre.shape and got.dtype == np.int32  # the indices fit
     outside = centre < 0
     assert outside.any() and (~outside).any()
     np.testing.assert_array_equal(got < 0, outside)
@@ -105,6 +105,11 @@ def test_nearest_index_is_the_pixel_maps_centre(scene, stride_pad) -> None:
     )
     with pytest.raises(ValueError, match="row stride"):
         nearest_index(src_box, dst_box, w - 1)
+    # rows too long for int32 indices: int64, the same pixels
+    wide = nearest_index(src_box, dst_box, 2**31 // h + 1)
+    assert wide.dtype == np.int64
+    np.testing.assert_array_equal(wide < 0, outside)
+    np.testing.assert_array_equal(wide[~outside] % (2**31 // h + 1), centre[~outside] % w)
 
 
 def test_bilinear_matches_gdal_rule(scene) -> None:

@@ -184,14 +184,16 @@ def gather_counts(
     parts: int = 1,
 ) -> np.ndarray:
     """The sum of ``counters``' counts (one recipe and window) on another grid: uint16 ``(count, ny, nx)``, pixel
-    ``(y, x)`` the counts at the flat index ``index[y, x]`` (int64, in rows of :meth:`ClearCounter.row_stride`
+    ``(y, x)`` the counts at the flat index ``index[y, x]`` (int32 or int64, in rows of :meth:`ClearCounter.row_stride`
     pixels; -1 gives 0), e.g. :func:`eostats.kernels.warp.nearest_index`. One pass over the grid for all the
     counters (another for any that went past 255 days), without summing them on their own grid first; in
     ``parts`` runs of pixels on ``pool``'s threads when given one."""
     if not counters:
         raise ValueError("no counters to gather")
     n = len(counters[0].recipe.names)
-    flat = np.ascontiguousarray(index, dtype=np.int64).ravel()
+    if index.dtype not in (np.int32, np.int64):
+        raise TypeError(f"flat indices must be int32 or int64, got {index.dtype}")
+    flat = np.ascontiguousarray(index).ravel()
     out = np.empty((n, flat.size), dtype=np.uint16)
     smalls = tuple(_flat(c._small) for c in counters)
     wholes = tuple(_flat(c._whole) for c in counters)
