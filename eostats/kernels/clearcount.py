@@ -19,6 +19,7 @@ Counts are of native pixels of the window the accumulator was made for; the call
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -187,7 +188,7 @@ def gather_counts(
     ``(y, x)`` the counts at the flat index ``index[y, x]`` (int32 or int64, in rows of :meth:`ClearCounter.row_stride`
     pixels; -1 gives 0), e.g. :func:`eostats.kernels.warp.nearest_index`. One pass over the grid for all the
     counters (another for any that went past 255 days), without summing them on their own grid first; in
-    ``parts`` runs of pixels on ``pool``'s threads when given one."""
+    ``parts`` runs of pixels when given a ``pool``: the first in this thread, the others on the pool's."""
     if not counters:
         raise ValueError("no counters to gather")
     n = len(counters[0].recipe.names)
@@ -206,10 +207,14 @@ def gather_counts(
             _gather_add(total, flat[start:stop], part)
 
     bounds = np.linspace(0, flat.size, max(1, int(parts)) + 1).astype(int).tolist()
-    if pool is None or len(bounds) == 2:
-        gather(0, flat.size)
-    else:
-        list(pool.map(gather, bounds[:-1], bounds[1:]))
+    if pool is None:
+        bounds = [0, flat.size]
+    # the first run in this thread, the others on the pool's
+    runs = list(itertools.pairwise(bounds))
+    others = [pool.submit(gather, *run) for run in runs[1:]] if pool else []
+    gather(*runs[0])
+    for job in others:
+        job.result()
     return out.reshape(n, *index.shape)
 
 
