@@ -154,3 +154,28 @@ def test_pq_plugin_recipe_matches_its_configuration() -> None:
     assert set(recipe.erase_codes) == {FMASK_CLASSES["cloud"], FMASK_CLASSES["shadow"]}
     assert recipe.names == [m.name for m in plugin.measurements]
     assert resolve_plugin("gm-ls", {}).clear_count_recipe is None
+
+
+@pytest.mark.parametrize("n_counters", [1, 3])
+def test_gathered_counters_in_pairs_and_alone(n_counters: int) -> None:
+    """gather_counts sums the counters two to a pass: an odd count leaves one alone (set or added), with the same
+    sum at every index as the per-day reference."""
+    rng = np.random.default_rng(11 + n_counters)
+    shape = (9, 150)  # rows of three words, the last partial
+    recipe = ClearCountRecipe("band", (0,), (2, 3), {"d": [("dilation", 1.5)]})
+    days = [random_day(rng, shape, 1) for _ in range(12)]
+    days[4] = [np.ones(shape, dtype=np.uint8)]  # whole words
+    counters = [ClearCounter(recipe, shape, np.dtype("uint8")) for _ in range(n_counters)]
+    for i, observations in enumerate(days):
+        counters[i % n_counters].add_observation(observations[0])
+        counters[i % n_counters].end_day()
+    stride = ClearCounter.row_stride(shape[1])
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    index = (rows * stride + cols).astype(np.int32)
+    index[:, -2:] = -1
+    gathered = gather_counts(counters, index)
+    expected = expected_counts(days, [0], [2, 3], recipe.chains)
+    for k, name in enumerate(recipe.names):
+        want = expected[name].copy()
+        want[:, -2:] = 0
+        np.testing.assert_array_equal(gathered[k], want, err_msg=name)

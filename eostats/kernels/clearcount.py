@@ -201,10 +201,25 @@ def gather_counts(
     totals = [_flat(c._totals) for c in counters if c._totals is not None]
 
     def gather(start: int, stop: int) -> None:
-        part = out[:, start:stop]
-        _gather_sum(smalls, wholes, flat[start:stop], part)
+        run = flat[start:stop]
+        for k in range(n):
+            into = out[k, start:stop]
+            # two counters per pass (a kernel per pair is 2x faster than one looping over a tuple of them)
+            for m in range(0, len(counters), 2):
+                both = m + 1 < len(counters)
+                second = m + 1 if both else m
+                _gather_pair(
+                    smalls[m][k],
+                    wholes[m][k],
+                    smalls[second][k],
+                    wholes[second][k],
+                    both,
+                    m > 0,
+                    run,
+                    into,
+                )
         for total in totals:
-            _gather_add(total, flat[start:stop], part)
+            _gather_add(total, run, out[:, start:stop])
 
     bounds = np.linspace(0, flat.size, max(1, int(parts)) + 1).astype(int).tolist()
     if pool is None:
@@ -224,18 +239,20 @@ def _flat(counts: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_sum(parts, wholes, index, out):
-    """out (k, n) = the sum of ``parts`` (a tuple of (k, m) arrays) and of their ``wholes`` (a tuple of
-    (k, m / 64) arrays, one count per 64 pixels) at ``index`` (n,); 0 at -1."""
-    n_planes = out.shape[0]
+def _gather_pair(first, first_whole, second, second_whole, both, add, index, out):
+    """out (n,) = (or += when ``add``) the counts of ``first`` (m,) and, when ``both``, of ``second`` at ``index``
+    (n,), each with its whole-word counts (m / 64,); 0 at -1."""
     for i in range(index.size):
         c = index[i]
-        for k in range(n_planes):
-            total = 0
-            if c >= 0:
-                for j in range(len(parts)):
-                    total += parts[j][k, c] + wholes[j][k, c >> 6]
-            out[k, i] = total
+        value = 0
+        if c >= 0:
+            value = first[c] + first_whole[c >> 6]
+            if both:
+                value += second[c] + second_whole[c >> 6]
+        if add:
+            out[i] += value
+        else:
+            out[i] = value
 
 
 @numba.njit(cache=True, nogil=True)
