@@ -155,6 +155,7 @@ def _warm_up() -> None:
     import rasterio.io
     from odc.geo.crs import CRS
     from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_coords
 
     from eostats.kernels.classmask import PackedClassMask
     from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, gather_counts
@@ -164,6 +165,7 @@ def _warm_up() -> None:
     box = GeoBox.from_bbox((600000, 6000000, 600300, 6000300), "EPSG:32755", resolution=30)
     dst = GeoBox.from_bbox(box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30)
     mapping = pixel_map(box, dst)
+    xr_coords(dst)  # xarray's and pyproj's CF paths on their first use (~2 ms)
     for dtype in ("int16", "uint8", "uint16"):
         data = np.zeros((10, 10), dtype)
         warp_bilinear(data, mapping, dst.shape.yx, 0)

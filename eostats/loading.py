@@ -417,6 +417,7 @@ class TaskReader:
         self._mask_bands = set(plugin.mask_bands)
         # the default fuse (first valid value) returns a lone observation as it is
         self._fuse_keeps_single = type(plugin).fuse is StatsPlugin.fuse
+        self._single_pass = bool(single_pass)
         self.groups = self._group(items)
         self.days = np.array(
             sorted({d for g in self.groups for d in g.days}), dtype="datetime64[D]"
@@ -1005,6 +1006,9 @@ class TaskReader:
                 counter.end_day()
                 classify += time.thread_time() - t0
             self._count(decode=decode, count=classify)
+            if self._single_pass:
+                # nothing is read again: each thread closes its files now, side by side, not the caller at the end
+                self._close_thread_handles()
             return counter
 
         # this thread reads too, as one of the job's threads: its GDAL and PROJ state is set up already (a new
@@ -1049,6 +1053,13 @@ class TaskReader:
         coords = dict(xr_coords(self.tile))
         coords["time"] = self.days.astype("datetime64[ns]")
         return xr.Dataset(data_vars, coords=coords)
+
+    def _close_thread_handles(self) -> None:
+        """Close the files this thread opened (it opens them again if it reads again)."""
+        handles = self._handles.open
+        for src, _ in handles.values():
+            src.close()
+        handles.clear()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
