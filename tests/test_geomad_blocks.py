@@ -9,7 +9,7 @@ import xarray as xr
 
 from eostats.kernels.geomedian import geomedian_mads
 from eostats.plugins import PluginConfigError, resolve_plugin
-from eostats.tile import _blocks
+from eostats.tile import _blocks, _whole_tile_outputs
 
 BANDS = ["red", "green", "blue"]
 
@@ -66,3 +66,23 @@ def test_geomad_start_is_the_default_and_bad_values_are_named() -> None:
     assert (mean.start, mean.column_alignment) == ("mean", 1)
     with pytest.raises(PluginConfigError, match="plugin_config.start must be 'geomad' or 'mean'"):
         resolve_plugin("gm-generic", {"bands": BANDS, "start": "zero"})
+
+
+def test_a_one_block_tile_takes_its_reduction_in_the_measurements_dtypes() -> None:
+    """A tile of one block keeps its reduction's arrays (no copy when the dtype is the measurement's), converts
+    the others to the measurement's dtype, and a reduction of the wrong shape is an error naming the measurement."""
+    from types import SimpleNamespace
+
+    from eostats.plugins.base import Measurement
+
+    plugin = SimpleNamespace(
+        measurements=[Measurement("count", "uint16", 0), Measurement("mean", "float32", -1)]
+    )
+    count = np.arange(6, dtype=np.uint16).reshape(2, 3)
+    mean = np.full((2, 3), 0.5, dtype=np.float64)
+    outputs = _whole_tile_outputs(plugin, {"count": count, "mean": mean, "extra": count}, (2, 3))
+    assert list(outputs) == ["count", "mean"]
+    assert outputs["count"] is count
+    assert outputs["mean"].dtype == np.float32 and (outputs["mean"] == 0.5).all()
+    with pytest.raises(ValueError, match="measurement count: reduced to"):
+        _whole_tile_outputs(plugin, {"count": count[:1], "mean": mean}, (2, 3))
