@@ -420,12 +420,21 @@ def classify_packed(
     ``(row0, word0)``)."""
     if values.dtype.itemsize != (1 if lookup.table.size == 2**8 else 2):
         raise TypeError(f"{values.dtype} values for a lookup of {lookup.table.size} entries")
-    if lookup.values is None:
-        _classify_by_table(values, lookup.table, planes, row0, word0)
-    else:
-        _classify_by_values(
-            values, np.uint8(lookup.default), lookup.values, lookup.entries, planes, row0, word0
-        )
+    by_table = lookup.values is None
+    # the kernel takes the comparison tuples either way (a one-element stand-in when the table is used)
+    codes = (values.dtype.type(0),) if by_table else lookup.values
+    entries = (np.uint8(lookup.default),) if by_table else lookup.entries
+    _classify_packed(
+        values,
+        lookup.table,
+        by_table,
+        np.uint8(lookup.default),
+        codes,
+        entries,
+        planes,
+        row0,
+        word0,
+    )
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -446,33 +455,25 @@ def _pack_row(looked_up, planes, y, word0):
 
 
 @numba.njit(cache=True, nogil=True)
-def _classify_by_table(values, table, planes, row0, word0):
-    """:func:`classify_packed` looking each pixel up in ``table``."""
+def _classify_packed(values, table, by_table, default, codes, entries, planes, row0, word0):
+    """:func:`classify_packed`: each row's pixels looked up in ``table`` (``by_table``) or compared with the few
+    ``codes`` (a tuple: one unrolled, vectorised comparison each) whose ``entries`` are not ``default``, then
+    packed."""
     ny, nx = values.shape
     looked_up = np.zeros((nx + 63) // 64 * 8, dtype=np.uint64)  # bytes beyond nx stay 0
     classes = looked_up.view(np.uint8)
     for y in range(ny):
         row = values[y]
-        for x in range(nx):
-            classes[x] = table[row[x]]
-        _pack_row(looked_up, planes, row0 + y, word0)
-
-
-@numba.njit(cache=True, nogil=True)
-def _classify_by_values(values, default, codes, entries, planes, row0, word0):
-    """:func:`classify_packed` comparing each pixel with the few ``codes`` (a tuple: one unrolled, vectorised
-    comparison each) whose entries are not ``default``."""
-    ny, nx = values.shape
-    looked_up = np.zeros((nx + 63) // 64 * 8, dtype=np.uint64)  # bytes beyond nx stay 0
-    classes = looked_up.view(np.uint8)
-    for y in range(ny):
-        row = values[y]
-        for x in range(nx):
-            v = row[x]
-            entry = default
-            for j in range(len(codes)):
-                entry = entries[j] if v == codes[j] else entry
-            classes[x] = entry
+        if by_table:
+            for x in range(nx):
+                classes[x] = table[row[x]]
+        else:
+            for x in range(nx):
+                v = row[x]
+                entry = default
+                for j in range(len(codes)):
+                    entry = entries[j] if v == codes[j] else entry
+                classes[x] = entry
         _pack_row(looked_up, planes, row0 + y, word0)
 
 

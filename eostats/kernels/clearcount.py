@@ -221,12 +221,10 @@ def gather_counts(
         for total in totals:
             _gather_add(total, run, out[:, start:stop])
 
-    bounds = np.linspace(0, flat.size, max(1, int(parts)) + 1).astype(int).tolist()
-    if pool is None:
-        bounds = [0, flat.size]
+    n_runs = max(1, int(parts)) if pool is not None else 1
+    runs = list(itertools.pairwise(np.linspace(0, flat.size, n_runs + 1).astype(int).tolist()))
     # the first run in this thread, the others on the pool's
-    runs = list(itertools.pairwise(bounds))
-    others = [pool.submit(gather, *run) for run in runs[1:]] if pool else []
+    others = [pool.submit(gather, *run) for run in runs[1:]]
     gather(*runs[0])
     for job in others:
         job.result()
