@@ -46,7 +46,6 @@ from odc.geo.xr import xr_coords, xr_reproject
 from rasterio._err import CPLE_BaseError  # GDAL errors raised while reading pixels
 from rasterio.env import set_gdal_config
 from rasterio.warp import Resampling, reproject
-from rasterio.windows import Window
 
 from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, gather_counts
 from eostats.kernels.warp import (
@@ -59,6 +58,7 @@ from eostats.kernels.warp import (
 )
 from eostats.plugins.base import StatsPlugin
 from eostats.plugins.tools import EARLY_MASK, SCRATCH_INPUTS, EarlyMask
+from eostats.rasterfile import RasterFile, RasterFileError, one_line_message, open_raster
 
 DAYS_PER_BATCH = 4
 """Solar days decoded and masked together by one reading thread."""
@@ -236,14 +236,6 @@ def _href(asset: pystac.Asset) -> str:
     return asset.get_absolute_href() or asset.href
 
 
-def _one_line(err: BaseException) -> str:
-    """An exception's message on one line, with GDAL's own message when rasterio only says "see previous"."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    if err.__cause__ is not None and "previous exception" in text:
-        text = f"{text.rstrip('.')}: {_one_line(err.__cause__)}"
-    return text
-
-
 def _crs_name(crs: CRS) -> str:
     return f"EPSG:{crs.epsg}" if crs.epsg else str(crs.to_wkt())[:80]
 
@@ -301,7 +293,7 @@ def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
     except Exception as err:
         item_id = item.get("id") if isinstance(item, Mapping) else None
         raise InputDataError(
-            str(item_id), None, None, f"malformed STAC item: {_one_line(err)}"
+            str(item_id), None, None, f"malformed STAC item: {one_line_message(err)}"
         ) from None
 
 
@@ -319,7 +311,7 @@ def _file_crs(wkt: str, declared: CRS) -> tuple[CRS, bool]:
 
 def _checked_open(
     item: pystac.Item, band: str, href: str, expected_dtype: np.dtype | None
-) -> tuple[Any, CRS | None]:
+) -> tuple[RasterFile, CRS]:
     """Open one asset, making sure it is what its item says: a raster GDAL reads, in the CRS of the item's
     ``proj:code``/``proj:epsg``, of the dtype of its ``raster:bands`` ``data_type`` and of the task's other scenes
     (``expected_dtype``, None for the first). Any other asset is an :class:`InputDataError` naming it.
@@ -330,9 +322,9 @@ def _checked_open(
     if "://" not in href and not os.path.exists(href):
         raise InputDataError(item.id, band, href, "missing file (no such file or directory)")
     try:
-        src = rasterio.open(href)
-    except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
-        reason = _one_line(err)
+        src = open_raster(href)
+    except RasterFileError as err:
+        reason = one_line_message(err)
         if "not recognized as" in reason or "not recognised as" in reason:
             reason = f"not a GeoTIFF (GDAL cannot read it as a raster): {reason}"
         elif "No such file" in reason or "does not exist" in reason:
@@ -346,14 +338,14 @@ def _checked_open(
                 item.id, band, href, f"not a GeoTIFF (GDAL reads it as {src.driver})"
             )
         declared_crs = _native_grid(item, band)[0]
-        if not src.crs:
+        if not src.crs_wkt:
             raise InputDataError(
                 item.id,
                 band,
                 href,
                 f"the file has no CRS (the item declares {_crs_name(declared_crs)})",
             )
-        crs, as_declared = _file_crs(src.crs.to_wkt(), declared_crs)
+        crs, as_declared = _file_crs(src.crs_wkt, declared_crs)
         if not as_declared:
             raise InputDataError(
                 item.id,
@@ -361,7 +353,7 @@ def _checked_open(
                 href,
                 f"unexpected CRS: the file is in {_crs_name(crs)}, the item declares {_crs_name(declared_crs)}",
             )
-        dtype = np.dtype(src.dtypes[0])
+        dtype = src.dtype
         bands_meta = item.assets[band].extra_fields.get("raster:bands") or [{}]
         declared_dtype = (
             bands_meta[0].get("data_type") if isinstance(bands_meta[0], Mapping) else None
@@ -491,7 +483,7 @@ class TaskReader:
             if nodata is None:
                 bands_meta = first.item.assets[band].extra_fields.get("raster:bands") or [{}]
                 nodata = bands_meta[0].get("nodata")
-            dtype = np.dtype(src.dtypes[0])
+            dtype = src.dtype
             if nodata is not None and dtype.kind in "iu":
                 nodata = int(nodata)
             info[band] = _BandInfo(dtype, nodata)
@@ -515,7 +507,7 @@ class TaskReader:
         return [(b, self.band_info[b]) for b in self.bands]
 
     # -- reading ------------------------------------------------------------------------------------------------
-    def _dataset(self, obs: _Observation, band: str) -> tuple[Any, CRS | None]:
+    def _dataset(self, obs: _Observation, band: str) -> tuple[RasterFile, CRS]:
         """This thread's open dataset of the observation's ``band`` and its CRS, checked against the metadata on
         first opening (:func:`_checked_open`)."""
         handles = self._handles.open
@@ -566,7 +558,7 @@ class TaskReader:
                 out[...] = fill
                 warped = np.full(gbox.shape.yx, fill, dtype=info.dtype)
                 reproject(
-                    rasterio.band(src, 1),
+                    src.rasterio_band(),
                     warped,
                     dst_transform=g,
                     dst_crs=gbox.crs.to_wkt(),
@@ -584,24 +576,25 @@ class TaskReader:
             if c1 > c0 and r1 > r0:
                 runs = _kept_block_runs(src, row, col, r0, r1, c0, c1, kept)
                 if runs is None:
-                    window = Window(c0, r0, c1 - c0, r1 - r0)
                     # decoded straight into the stack (the dtype was checked when the file was opened)
-                    src.read(1, window=window, out=out[r0 - row : r1 - row, c0 - col : c1 - col])
+                    src.read(
+                        slice(r0, r1), slice(c0, c1), out[r0 - row : r1 - row, c0 - col : c1 - col]
+                    )
                 else:
                     out[r0 - row : r1 - row, c0 - col : c1 - col] = fill
                     for ra, rb, ca, cb in runs:
                         src.read(
-                            1,
-                            window=Window(ca, ra, cb - ca, rb - ra),
-                            out=out[ra - row : rb - row, ca - col : cb - col],
+                            slice(ra, rb),
+                            slice(ca, cb),
+                            out[ra - row : rb - row, ca - col : cb - col],
                         )
-        except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
+        except (RasterFileError, rasterio.errors.RasterioError, CPLE_BaseError) as err:
             # a truncated or corrupt file opens (its header is intact) and fails on the pixels
             raise InputDataError(
                 obs.item.id,
                 band,
                 href,
-                f"cannot read pixels (truncated or corrupt file?): {_one_line(err)}",
+                f"cannot read pixels (truncated or corrupt file?): {one_line_message(err)}",
             ) from None
         return out
 
@@ -1085,7 +1078,7 @@ def _kept(early: EarlyMask, t: int, y0: int, x0: int, ys: slice, xs: slice) -> b
 
 
 def _kept_block_runs(
-    src: Any,
+    src: RasterFile,
     row: int,
     col: int,
     r0: int,
@@ -1099,7 +1092,7 @@ def _kept_block_runs(
     ``(r0, r1, c0, c1)``. None: the whole window (no ``kept``, or every block keeps a pixel)."""
     if kept is None:
         return None
-    bh, bw = src.block_shapes[0]
+    bh, bw = src.block_shape
     runs = []
     every = True
     for block_row in range(r0 // bh, (r1 - 1) // bh + 1):

@@ -1,0 +1,347 @@
+"""One band of a GeoTIFF for the reading threads: opened once per thread, windows decoded into given arrays.
+
+A tile job opens every scene file of its task once (40 files for a pq tile of 40 observations). Through rasterio
+an open costs ~0.7 ms of CPU, most of it holding the GIL (Python objects, the file's CRS identified through
+PROJ): ~25 times GDAL's own open of a COG (~0.03 ms measured here), and a quarter of the time it then takes to
+decode the tile's window of a fmask band. Local files are therefore opened and read through GDAL's C API with
+ctypes (which releases the GIL for each call), in the libgdal rasterio itself is linked against: the same GDAL
+build, block cache, configuration options and error handler. Files behind a URL (S3, HTTP) are opened with
+rasterio, which sets up their credentials; so is every file where that library cannot be reached
+(:func:`direct_gdal_available`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+from typing import Any, Protocol
+
+import numpy as np
+import rasterio
+import rasterio.errors
+from affine import Affine
+from rasterio._err import CPLE_BaseError
+from rasterio.windows import Window
+
+_GDAL_OF_RASTER = 0x02
+_GDAL_OF_VERBOSE_ERROR = 0x40  # a failed open reports why (CPLGetLastErrorMsg)
+_GF_READ = 0
+_CE_WARNING = 2
+_CE_FAILURE = 3
+
+log = logging.getLogger(__name__)
+
+#: GDAL data type names (GDALGetDataTypeName) as numpy dtypes; complex types are not read
+_NUMPY_DTYPES = {
+    "Byte": "uint8",
+    "Int8": "int8",
+    "UInt16": "uint16",
+    "Int16": "int16",
+    "UInt32": "uint32",
+    "Int32": "int32",
+    "UInt64": "uint64",
+    "Int64": "int64",
+    "Float16": "float16",
+    "Float32": "float32",
+    "Float64": "float64",
+}
+
+
+class RasterFileError(Exception):
+    """A file GDAL cannot open or read; the message is GDAL's own."""
+
+
+class RasterFile(Protocol):
+    """Band 1 of an open raster file: its grid (``transform`` of the file's CRS, ``crs_wkt``), pixel type and
+    nodata, and :meth:`read` of a window into an array. One thread uses it at a time."""
+
+    href: str
+    driver: str
+    width: int
+    height: int
+    transform: Affine
+    crs_wkt: str
+    dtype: np.dtype
+    nodata: float | int | None
+    block_shape: tuple[int, int]
+
+    def read(self, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray: ...
+
+    def rasterio_band(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def open_raster(href: str) -> RasterFile:
+    """Band 1 of the file at ``href``: through GDAL's C API for a local path, through rasterio for a URL (or where
+    GDAL's library cannot be reached). Raises :class:`RasterFileError` with GDAL's message."""
+    if "://" not in href and direct_gdal_available():
+        return GdalRasterFile(href)
+    return RasterioRasterFile(href)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# GDAL's C API
+
+
+_ErrorHandler = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_char_p)
+
+
+@_ErrorHandler
+def _log_gdal_message(level: int, number: int, message: bytes | None) -> None:
+    """GDAL's warnings to this module's log (as rasterio logs them); failures are raised with their message, and
+    GDAL's default handler would print both to stderr."""
+    if level == _CE_WARNING:
+        log.warning("GDAL: %s", (message or b"").decode("utf-8", "replace"))
+
+
+class _Gdal:
+    """The GDAL functions this module calls, typed, from the libgdal rasterio's extension modules load."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        p, i, d, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_char_p
+        pint = ctypes.POINTER(ctypes.c_int)
+
+        def fn(name: str, restype: Any, *argtypes: Any) -> Any:
+            f = getattr(library, name)
+            f.restype, f.argtypes = restype, list(argtypes)
+            return f
+
+        self.version = fn("GDALVersionInfo", s, s)
+        self.open = fn("GDALOpenEx", p, s, ctypes.c_uint, p, p, p)
+        self.close = fn("GDALClose", i, p)
+        self.driver = fn("GDALGetDatasetDriver", p, p)
+        self.driver_name = fn("GDALGetDriverShortName", s, p)
+        self.x_size = fn("GDALGetRasterXSize", i, p)
+        self.y_size = fn("GDALGetRasterYSize", i, p)
+        self.band_count = fn("GDALGetRasterCount", i, p)
+        self.band = fn("GDALGetRasterBand", p, p, i)
+        self.projection = fn("GDALGetProjectionRef", s, p)
+        self.geo_transform = fn("GDALGetGeoTransform", i, p, ctypes.POINTER(d))
+        self.data_type = fn("GDALGetRasterDataType", i, p)
+        self.type_name = fn("GDALGetDataTypeName", s, i)
+        self.block_size = fn("GDALGetBlockSize", None, p, pint, pint)
+        self.nodata = fn("GDALGetRasterNoDataValue", d, p, pint)
+        self.nodata_int64 = fn("GDALGetRasterNoDataValueAsInt64", ctypes.c_int64, p, pint)
+        self.nodata_uint64 = fn("GDALGetRasterNoDataValueAsUInt64", ctypes.c_uint64, p, pint)
+        self.raster_io = fn(
+            "GDALRasterIOEx",
+            i,
+            p,  # band
+            i,  # GF_Read
+            i,  # x offset
+            i,  # y offset
+            i,  # x size
+            i,  # y size
+            p,  # buffer
+            i,  # buffer x size
+            i,  # buffer y size
+            i,  # buffer data type
+            ctypes.c_int64,  # pixel spacing, bytes
+            ctypes.c_int64,  # line spacing, bytes
+            p,  # extra arguments (none: nearest, no progress)
+        )
+        self.error_reset = fn("CPLErrorReset", None)
+        self.last_error = fn("CPLGetLastErrorMsg", s)
+        self.push_handler = fn("CPLPushErrorHandler", None, _ErrorHandler)
+        self.pop_handler = fn("CPLPopErrorHandler", None)
+        fn("GDALAllRegister", None)()  # what rasterio does when its first environment starts
+
+    def begin(self) -> None:
+        """Before a call: this thread's GDAL messages go to :func:`_log_gdal_message`, the last error cleared."""
+        self.push_handler(_log_gdal_message)
+        self.error_reset()
+
+    def end(self) -> None:
+        self.pop_handler()
+
+    def error(self, fallback: str) -> RasterFileError:
+        """This thread's last GDAL error (which names the file), or ``fallback`` where GDAL gave no message."""
+        message = (self.last_error() or b"").decode("utf-8", "replace").strip()
+        return RasterFileError(message or fallback)
+
+
+@functools.cache
+def _gdal() -> _Gdal | None:
+    """GDAL's C API from the library rasterio's ``_base`` extension is linked against (dlsym searches a library's
+    dependencies), or None where that is not possible (a platform whose loader does not, a stripped build)."""
+    import rasterio._base
+
+    try:
+        gdal = _Gdal(ctypes.CDLL(rasterio._base.__file__))
+    except (OSError, AttributeError):
+        return None
+    # the same library rasterio uses, not another GDAL on the system
+    if gdal.version(b"RELEASE_NAME").decode() != rasterio.__gdal_version__:
+        return None
+    return gdal
+
+
+def direct_gdal_available() -> bool:
+    """Whether local files are read through GDAL's C API (else through rasterio)."""
+    return _gdal() is not None
+
+
+class GdalRasterFile:
+    """Band 1 of a local raster file, through GDAL's C API (see the module docstring)."""
+
+    def __init__(self, href: str) -> None:
+        gdal = _gdal()
+        if gdal is None:
+            raise RasterFileError("GDAL's C API is not reachable through rasterio here")
+        self._gdal = gdal
+        self.href = href
+        self._rasterio: Any = None
+        gdal.begin()
+        try:
+            self._handle = gdal.open(
+                os.fsencode(href), _GDAL_OF_RASTER | _GDAL_OF_VERBOSE_ERROR, None, None, None
+            )
+            if not self._handle:
+                raise gdal.error(f"{href}: GDAL cannot open it")
+        finally:
+            gdal.end()
+        try:
+            if gdal.band_count(self._handle) < 1:
+                raise RasterFileError(f"{href}: the file has no raster band")
+            self.driver = gdal.driver_name(gdal.driver(self._handle)).decode()
+            self.width = gdal.x_size(self._handle)
+            self.height = gdal.y_size(self._handle)
+            geo = (ctypes.c_double * 6)(0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+            gdal.geo_transform(
+                self._handle, geo
+            )  # GDAL's default (0, 1, 0, 0, 0, 1) where there is none
+            self.transform = Affine.from_gdal(*geo)
+            self.crs_wkt = (gdal.projection(self._handle) or b"").decode()
+            self._band = gdal.band(self._handle, 1)
+            self._data_type = gdal.data_type(self._band)
+            name = (gdal.type_name(self._data_type) or b"").decode()
+            if name not in _NUMPY_DTYPES:
+                raise RasterFileError(f"{href}: unsupported pixel type {name or self._data_type}")
+            self.dtype = np.dtype(_NUMPY_DTYPES[name])
+            self.nodata = self._read_nodata()
+            bw, bh = ctypes.c_int(), ctypes.c_int()
+            gdal.block_size(self._band, ctypes.byref(bw), ctypes.byref(bh))
+            self.block_shape = (bh.value, bw.value)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_nodata(self) -> float | int | None:
+        found = ctypes.c_int()
+        if self.dtype == np.int64:
+            value: float | int = self._gdal.nodata_int64(self._band, ctypes.byref(found))
+        elif self.dtype == np.uint64:
+            value = self._gdal.nodata_uint64(self._band, ctypes.byref(found))
+        else:
+            value = self._gdal.nodata(self._band, ctypes.byref(found))
+        return value if found.value else None
+
+    def read(self, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
+        """Decode file pixels ``[rows, cols]`` (inside the file) into ``out`` (that shape, the file's dtype; rows
+        may be strided, pixels adjacent)."""
+        r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
+        if not (0 <= r0 < r1 <= self.height and 0 <= c0 < c1 <= self.width):
+            raise ValueError(f"window rows {r0}:{r1}, columns {c0}:{c1} outside {self.href}")
+        if out.shape != (r1 - r0, c1 - c0) or out.dtype != self.dtype:
+            raise ValueError(
+                f"out is {out.dtype}{out.shape}, not {self.dtype}({r1 - r0}, {c1 - c0})"
+            )
+        if out.strides[1] != out.itemsize:
+            raise ValueError("out's pixels must be adjacent in memory")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        gdal = self._gdal
+        gdal.begin()
+        try:
+            status = gdal.raster_io(
+                self._band,
+                _GF_READ,
+                c0,
+                r0,
+                c1 - c0,
+                r1 - r0,
+                out.ctypes.data,
+                c1 - c0,
+                r1 - r0,
+                self._data_type,
+                out.itemsize,
+                out.strides[0],
+                None,
+            )
+            if status >= _CE_FAILURE:
+                raise gdal.error(f"{self.href}: GDAL cannot read rows {r0}:{r1}, columns {c0}:{c1}")
+        finally:
+            gdal.end()
+        return out
+
+    def rasterio_band(self) -> Any:
+        """The band as rasterio's ``Band`` (for ``rasterio.warp.reproject``), the file opened by rasterio once."""
+        if self._rasterio is None:
+            self._rasterio = _rasterio_open(self.href)
+        return rasterio.band(self._rasterio, 1)
+
+    def close(self) -> None:
+        if self._handle:
+            self._gdal.close(self._handle)
+            self._handle = None
+        if self._rasterio is not None:
+            self._rasterio.close()
+            self._rasterio = None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# rasterio
+
+
+def _rasterio_open(href: str) -> Any:
+    try:
+        return rasterio.open(href)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
+        raise RasterFileError(one_line_message(err)) from None
+
+
+def one_line_message(err: BaseException) -> str:
+    """An exception's message on one line, with GDAL's own message when rasterio only says "see previous"."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if err.__cause__ is not None and "previous exception" in text:
+        text = f"{text.rstrip('.')}: {one_line_message(err.__cause__)}"
+    return text
+
+
+class RasterioRasterFile:
+    """Band 1 of a raster file opened by rasterio (URLs, with their credentials)."""
+
+    def __init__(self, href: str) -> None:
+        self.href = href
+        self._src = _rasterio_open(href)
+        src = self._src
+        try:
+            if src.count < 1:
+                raise RasterFileError(f"{href}: the file has no raster band")
+            self.driver = src.driver
+            self.width, self.height = src.width, src.height
+            self.transform = src.transform
+            self.crs_wkt = src.crs.to_wkt() if src.crs else ""
+            self.dtype = np.dtype(src.dtypes[0])
+            self.nodata = src.nodata
+            self.block_shape = tuple(src.block_shapes[0])
+        except BaseException:
+            src.close()
+            raise
+
+    def read(self, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
+        """As :meth:`GdalRasterFile.read`."""
+        window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        try:
+            return self._src.read(1, window=window, out=out)
+        except (rasterio.errors.RasterioError, CPLE_BaseError) as err:
+            raise RasterFileError(one_line_message(err)) from None
+
+    def rasterio_band(self) -> Any:
+        return rasterio.band(self._src, 1)
+
+    def close(self) -> None:
+        self._src.close()
