@@ -52,12 +52,18 @@ def _task_items(collection: dict) -> list[dict]:
         return cache.datasets(parse_task_id(collection["task"]))
 
 
-def decode(collection: dict, bands: list[str], io_threads: int) -> dict[str, Any]:
-    """Read every band of every dataset over the tile (native pixels), ``threads`` files at a time."""
+def decode(
+    collection: dict, bands: list[str], io_threads: int, direct: bool = False
+) -> dict[str, Any]:
+    """Read every band of every dataset over the tile (native pixels), ``threads`` files at a time: with rasterio
+    (``rasterio.open``, ``read``: how odc-stac and odc-stats read them), or with ``direct``, through GDAL's C API as
+    the tile job reads local files (:mod:`eostats.rasterfile`)."""
+    import numpy as np
     import rasterio
     from rasterio.windows import Window, from_bounds
 
     from eostats.grids import parse_grid
+    from eostats.rasterfile import open_raster
     from eostats.taskids import parse_task_id
 
     items = _task_items(collection)
@@ -71,20 +77,35 @@ def decode(collection: dict, bands: list[str], io_threads: int) -> dict[str, Any
 
     bboxes = {crs: tile.extent.to_crs(crs).boundingbox for crs in {crs for _, crs in jobs}}
 
+    def window(src: Any, crs: str) -> tuple[int, int, int, int]:
+        win = from_bounds(*bboxes[crs], transform=src.transform)
+        col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
+        col1 = min(src.width, math.ceil(win.col_off + win.width))
+        row1 = min(src.height, math.ceil(win.row_off + win.height))
+        return row0, row1, col0, col1
+
     def read(job: tuple[str, str]) -> int:
         href, crs = job
         with rasterio.open(href) as src:
-            bbox = bboxes[crs]
-            win = from_bounds(*bbox, transform=src.transform)
-            col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
-            col1 = min(src.width, math.ceil(win.col_off + win.width))
-            row1 = min(src.height, math.ceil(win.row_off + win.height))
+            row0, row1, col0, col1 = window(src, crs)
             data = src.read(1, window=Window(col0, row0, col1 - col0, row1 - row0))
         return data.nbytes
 
-    read(jobs[0])  # GDAL's first open initialises drivers
+    def read_direct(job: tuple[str, str]) -> int:
+        href, crs = job
+        src = open_raster(href)
+        try:
+            row0, row1, col0, col1 = window(src, crs)
+            data = np.empty((row1 - row0, col1 - col0), src.dtype)
+            src.read(slice(row0, row1), slice(col0, col1), data)
+        finally:
+            src.close()
+        return data.nbytes
+
+    reader = read_direct if direct else read
+    reader(jobs[0])  # GDAL's first open initialises drivers
     with Stopwatch() as sw, ThreadPoolExecutor(io_threads) as pool:
-        nbytes = sum(pool.map(read, jobs))
+        nbytes = sum(pool.map(reader, jobs))
     return {**sw.as_dict(), "files": len(jobs), "mbytes": nbytes / 2**20}
 
 
@@ -161,6 +182,7 @@ def _warm_up() -> None:
     from eostats.kernels.clearcount import ClearCounter, ClearCountRecipe, gather_counts
     from eostats.kernels.geomedian import geomedian_mads
     from eostats.kernels.warp import nearest_index, pixel_map, warp_bilinear, warp_nearest
+    from eostats.rasterfile import direct_gdal_available
 
     box = GeoBox.from_bbox((600000, 6000000, 600300, 6000300), "EPSG:32755", resolution=30)
     dst = GeoBox.from_bbox(box.extent.to_crs("EPSG:3577").boundingbox, "EPSG:3577", resolution=30)
@@ -188,6 +210,7 @@ def _warm_up() -> None:
         with mem.open() as src_file:
             src_file.read(1)
             _ = CRS(src_file.crs.to_wkt()) == box.crs
+    direct_gdal_available()  # GDAL's C API looked up once
     pystac.Item.from_dict(
         {
             "type": "Feature",
@@ -337,6 +360,14 @@ def _tile_rows(
         dec = run_child(
             "tiles:decode", threads=threads, collection=coll, bands=bands, io_threads=threads
         )
+        direct = run_child(
+            "tiles:decode",
+            threads=threads,
+            collection=coll,
+            bands=bands,
+            io_threads=threads,
+            direct=True,
+        )
         inputs = run_child("tiles:read_only", threads=threads, **common)
         ker = None
         if with_kernel:
@@ -363,6 +394,8 @@ def _tile_rows(
         measured.append(
             {
                 "dec": dec,
+                "direct": direct,
+                "direct_ratio": tl["wall_s"] / (direct["wall_s"] + kernel_wall),
                 "inputs": inputs,
                 "ker": ker,
                 "tl": tl,
@@ -389,7 +422,22 @@ def _tile_rows(
     kernel_note = f" + kernel {ker['wall_s']:.2f} s ({ker['cpu_s']:.2f} CPU-s)" if ker else ""
     target = 1.2 if with_kernel else 1.3
     what = "decode + kernel" if with_kernel else "decode"
-    rows = []
+    direct_round, direct_ratios = _median_round(measured, "direct_ratio")
+    direct = direct_round["direct"]
+    direct_kernel = direct_round["ker"]["wall_s"] if with_kernel else 0.0
+    rows = [
+        Row(
+            f"{name} tile wall vs {what}, decode through GDAL's C API",
+            direct_round["tl"]["wall_s"],
+            direct["wall_s"] + direct_kernel,
+            "(context)",
+            None,
+            f"{spread(direct_ratios)}the decode as the tile job reads local files (eostats.rasterfile: GDAL's "
+            f"open and RasterIO through ctypes, no rasterio objects): {direct['wall_s']:.3f} s "
+            f"({direct['cpu_s']:.2f} CPU-s); the row above decodes with rasterio, as odc-stac and odc-stats read",
+            unit="s",
+        )
+    ]
     if not with_kernel:
         stac_round, stac_ratios = _median_round(measured, "stac_ratio")
         stac = stac_round["stac"]

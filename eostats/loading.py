@@ -20,7 +20,7 @@ import ctypes
 import functools
 import importlib
 import itertools
-import json
+import marshal
 import math
 import operator
 import os
@@ -279,10 +279,10 @@ def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
     if isinstance(item, pystac.Item):
         return item
     try:
-        # pystac deep-copies the dict it is given unless told it may consume it; a JSON round trip is a copy
-        # several times cheaper (the items come from JSON)
-        own_copy = json.loads(json.dumps(item))
-    except (TypeError, ValueError):  # values JSON cannot hold: pystac copies the item itself
+        # pystac deep-copies the dict it is given unless told it may consume it; a marshal round trip is a copy
+        # several times cheaper (0.03 ms an item, a JSON one 0.11), keeping every value as it is (NaN included)
+        own_copy = marshal.loads(marshal.dumps(item))
+    except ValueError:  # values marshal cannot hold (datetimes, dict subclasses): pystac copies the item itself
         own_copy = None
     try:
         if own_copy is not None:
@@ -338,14 +338,19 @@ def _checked_open(
                 item.id, band, href, f"not a GeoTIFF (GDAL reads it as {src.driver})"
             )
         declared_crs = _native_grid(item, band)[0]
-        if not src.crs_wkt:
+        if declared_crs.epsg is not None and src.geokeys_epsg == declared_crs.epsg:
+            # the file's GeoTIFF keys name the declared EPSG code: the CRS GDAL would build from them (through
+            # PROJ, ~0.5 ms a file and 7-16 ms on a reading thread's first) is the declared one
+            crs, as_declared = declared_crs, True
+        elif not src.crs_wkt:
             raise InputDataError(
                 item.id,
                 band,
                 href,
                 f"the file has no CRS (the item declares {_crs_name(declared_crs)})",
             )
-        crs, as_declared = _file_crs(src.crs_wkt, declared_crs)
+        else:
+            crs, as_declared = _file_crs(src.crs_wkt, declared_crs)
         if not as_declared:
             raise InputDataError(
                 item.id,
