@@ -64,7 +64,7 @@ class RasterFile(Protocol):
     height: int
     transform: Affine
     dtype: np.dtype
-    nodata: float | int | None
+    nodata: float | None
     block_shape: tuple[int, int]
 
     @property
@@ -132,8 +132,6 @@ class _Gdal:
         self.type_name = fn("GDALGetDataTypeName", s, i)
         self.block_size = fn("GDALGetBlockSize", None, p, pint, pint)
         self.nodata = fn("GDALGetRasterNoDataValue", d, p, pint)
-        self.nodata_int64 = fn("GDALGetRasterNoDataValueAsInt64", ctypes.c_int64, p, pint)
-        self.nodata_uint64 = fn("GDALGetRasterNoDataValueAsUInt64", ctypes.c_uint64, p, pint)
         self.raster_io = fn(
             "GDALRasterIOEx",
             i,
@@ -251,14 +249,10 @@ class GdalRasterFile:
     def geokeys_epsg(self) -> int | None:
         return geokeys_epsg(self.href)
 
-    def _read_nodata(self) -> float | int | None:
+    def _read_nodata(self) -> float | None:
+        # as a double for every pixel type, as rasterio reads it
         found = ctypes.c_int()
-        if self.dtype == np.int64:
-            value: float | int = self._gdal.nodata_int64(self._band, ctypes.byref(found))
-        elif self.dtype == np.uint64:
-            value = self._gdal.nodata_uint64(self._band, ctypes.byref(found))
-        else:
-            value = self._gdal.nodata(self._band, ctypes.byref(found))
+        value = self._gdal.nodata(self._band, ctypes.byref(found))
         return value if found.value else None
 
     def read(self, rows: slice, cols: slice, out: np.ndarray) -> np.ndarray:
