@@ -61,9 +61,13 @@ def test_tile_figures_run(workdir: Path) -> None:
     for row in [*pq.values(), *gm.values()]:
         assert row.ours > 0 and row.reference > 0, row.figure
         assert f"{QUICK.tile_obs} obs" in row.note or any(
-            context in row.figure for context in ("input pipeline", "odc-stac load")
+            context in row.figure
+            for context in ("input pipeline", "odc-stac load", "decode through GDAL's C API")
         )
     assert "clear counts (pq) tile wall vs odc-stac load of its band(s)" in pq
+    # the decode as the tile job reads local files, beside rasterio's
+    assert "clear counts (pq) tile wall vs decode, decode through GDAL's C API" in pq
+    assert "geomedian (gm-ls) tile wall vs decode + kernel, decode through GDAL's C API" in gm
 
 
 def test_memory_figure_reports_every_chunk_size(workdir: Path) -> None:
