@@ -213,19 +213,43 @@ def _dilate_plane(plane, widths, out, spread, tmp):
         done = distinct[k]
         source = row
     result = out.reshape(n)
-    result[:] = spread[slot[widths[0]]]
-    for d in range(1, reach + 1):
-        source = spread[slot[widths[d]]]
-        shift = d * nw
-        if shift >= n:
-            break
-        # rows y - d and y + d into row y
-        below, above = result[: n - shift], source[shift:]
-        for i in range(n - shift):
-            below[i] |= above[i]
-        lower, upper = result[shift:], source[: n - shift]
-        for i in range(n - shift):
-            lower[i] |= upper[i]
+    reach = min(reach, (n - 1) // nw)
+    # output row y = OR of rows y - d and y + d, each spread by widths[d]: rows far enough from the plane's ends
+    # in one pass over the words (every source read once per output word), the first and last rows apart
+    edge = reach * nw
+    sources = np.empty(
+        (2 * reach + 1, 2), dtype=np.int64
+    )  # (spread slot, word offset) of each row read
+    for d in range(-reach, reach + 1):
+        sources[d + reach, 0] = slot[widths[abs(d)]]
+        sources[d + reach, 1] = d * nw
+    inner = min(edge, n), max(edge, n - edge)
+    if inner[1] > inner[0]:
+        _or_rows(spread, sources, inner[0], inner[1], result)
+    for start, stop in ((0, inner[0]), (inner[1], n)):
+        for i in range(start, stop):
+            acc = np.uint64(0)
+            for k in range(sources.shape[0]):
+                j = i + sources[k, 1]
+                if 0 <= j < n:
+                    acc |= spread[sources[k, 0], j]
+            result[i] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _or_rows(spread, sources, start, stop, result):
+    """``result[i] = OR_k spread[sources[k, 0], i + sources[k, 1]]`` for ``start <= i < stop`` (every index in
+    range), in runs of words that stay in the L1 cache across the sources."""
+    run = 512
+    for lo in range(start, stop, run):
+        hi = min(lo + run, stop)
+        first = spread[sources[0, 0], lo + sources[0, 1] : hi + sources[0, 1]]
+        block = result[lo:hi]
+        block[:] = first
+        for k in range(1, sources.shape[0]):
+            src = spread[sources[k, 0], lo + sources[k, 1] : hi + sources[k, 1]]
+            for i in range(hi - lo):
+                block[i] |= src[i]
 
 
 def _dilate_by_edt(mask: np.ndarray, radius: float) -> np.ndarray:
