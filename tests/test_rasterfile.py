@@ -226,3 +226,122 @@ def test_gdal_warnings_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixtu
         finally:
             src.close()
     assert any("NUM_THREADS" in r.getMessage() for r in caplog.records)
+
+
+# --- the partial last row of blocks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "options"),
+    [
+        ("uint8", {}),
+        ("int16", {}),
+        ("int16", {"ENDIANNESS": "BIG"}),
+        ("float32", {"BIGTIFF": "YES"}),
+    ],
+)
+def test_last_block_row_inflated_here_reads_as_gdal(
+    tmp_path: Path, dtype: str, options: dict
+) -> None:
+    """A DEFLATE file 700 rows high in 256-row blocks: rows 512:700 are the partial last block row, inflated here
+    (not through libtiff's streaming path); every window gives rasterio's pixels."""
+    data = pixels(dtype, (700, 900), seed=3)
+    path = str(
+        write(
+            tmp_path / "d.tif",
+            data,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="deflate",
+            **options,
+        )
+    )
+    src = GdalRasterFile(path)
+    try:
+        assert src._edge_row == 512
+        windows = [
+            (slice(600, 700), slice(0, 900)),  # inside the last block row
+            (slice(300, 700), slice(100, 800)),  # across it
+            (slice(511, 513), slice(850, 900)),  # one row each side, the partial last column
+            (slice(699, 700), slice(0, 1)),
+        ]
+        for rows, cols in windows:
+            out = np.full((rows.stop - rows.start, cols.stop - cols.start), 7, dtype)
+            src.read(rows, cols, out)
+            np.testing.assert_array_equal(out, data[rows, cols], err_msg=f"{rows}, {cols}")
+    finally:
+        src.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"compress": "lzw"},
+        {"compress": "deflate", "predictor": 2},
+        {
+            "compress": "deflate",
+            "blockysize": 700,
+        },  # no partial block row (one strip-high tile row)
+    ],
+    ids=["lzw", "predictor", "whole-blocks"],
+)
+def test_other_files_are_read_by_gdal_alone(tmp_path: Path, options: dict) -> None:
+    data = pixels("int16", (700, 900), seed=4)
+    opts = {"tiled": True, "blockxsize": 256, "blockysize": 256, **options}
+    if opts["blockysize"] == 700:
+        opts.update(tiled=False, blockysize=700)
+        del opts["blockxsize"]
+    path = str(write(tmp_path / "o.tif", data, **opts))
+    src = GdalRasterFile(path)
+    try:
+        assert src._edge_row is None
+        out = np.empty((400, 700), np.int16)
+        src.read(slice(300, 700), slice(100, 800), out)
+        np.testing.assert_array_equal(out, data[300:700, 100:800])
+    finally:
+        src.close()
+
+
+def test_sparse_last_row_blocks_are_left_to_gdal(tmp_path: Path) -> None:
+    """Blocks never written (SPARSE_OK) have no bytes to inflate: GDAL fills them with nodata."""
+    data = pixels("uint8", (700, 900), seed=5)
+    data[data == 0] = 1
+    data[512:, 256:512] = 0  # one all-nodata block of the last row: not written
+    path = str(
+        write(
+            tmp_path / "s.tif",
+            data,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="deflate",
+            nodata=0,
+            SPARSE_OK=True,
+        )
+    )
+    with rasterio.open(path) as check:
+        assert check.get_tag_item("BLOCK_OFFSET_1_2", "TIFF", bidx=1) in (None, "0", "")
+    src = GdalRasterFile(path)
+    try:
+        out = np.full((188, 900), 9, np.uint8)
+        src.read(slice(512, 700), slice(0, 900), out)
+        np.testing.assert_array_equal(out, data[512:700])
+    finally:
+        src.close()
+
+
+def test_a_truncated_last_block_row_fails_with_gdals_message(tmp_path: Path) -> None:
+    data = pixels("int16", (700, 900), seed=6)
+    path = write(
+        tmp_path / "tr.tif", data, tiled=True, blockxsize=256, blockysize=256, compress="deflate"
+    )
+    with rasterio.open(path) as check:
+        last = int(check.get_tag_item("BLOCK_OFFSET_3_2", "TIFF", bidx=1))
+    path.write_bytes(path.read_bytes()[: last + 10])  # the file ends inside a block of the last row
+    src = GdalRasterFile(str(path))
+    try:
+        with pytest.raises(RasterFileError, match="tr.tif"):
+            src.read(slice(512, 700), slice(0, 900), np.empty((188, 900), np.int16))
+    finally:
+        src.close()
