@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import struct
+import threading
 from typing import Any, Protocol
 
 import numpy as np
@@ -201,6 +202,18 @@ def direct_gdal_available() -> bool:
     return _gdal() is not None
 
 
+_thread_buffers = threading.local()
+
+
+def _block_buffer(nbytes: int) -> np.ndarray:
+    """This thread's scratch block of at least ``nbytes`` (one per thread, not per open file: a gm-ls tile keeps
+    hundreds of files open)."""
+    buffer = getattr(_thread_buffers, "block", None)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = _thread_buffers.block = np.empty(nbytes, dtype=np.uint8)
+    return buffer[:nbytes]
+
+
 class GdalRasterFile:
     """Band 1 of a local raster file, through GDAL's C API (see the module docstring)."""
 
@@ -211,7 +224,6 @@ class GdalRasterFile:
         self._gdal = gdal
         self.href = href
         self._rasterio: Any = None
-        self._fd: int | None = None  # the file, for the last row of blocks (see _edge_row)
         gdal.begin()
         try:
             self._handle = gdal.open(
@@ -345,14 +357,13 @@ class GdalRasterFile:
         if not plain_deflate:
             return None
         try:
-            self._fd = os.open(self.href, os.O_RDONLY)
-            order = os.pread(self._fd, 2, 0)
+            with open(self.href, "rb") as f:
+                order = f.read(2)
         except OSError:
             return None
         if order not in (b"II", b"MM"):
             return None
         self._block_dtype = self.dtype.newbyteorder("<" if order == b"II" else ">")
-        self._block = np.empty(bh * bw * self.dtype.itemsize, dtype=np.uint8)
         return self.height // bh * bh
 
     def _read_edge_blocks(self, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
@@ -360,32 +371,40 @@ class GdalRasterFile:
         bh, bw = self.block_shape
         block_row = r0 // bh
         top = block_row * bh
-        for block_col in range(c0 // bw, (c1 - 1) // bw + 1):
-            xa, xb = max(c0, block_col * bw), min(c1, (block_col + 1) * bw)
-            pixels = self._inflated_block(block_row, block_col, r1 - top)
-            if pixels is None:
-                self._raster_io(r0, r1, xa, xb, out[:, xa - c0 : xb - c0])
-                continue
-            x0 = block_col * bw
-            out[:, xa - c0 : xb - c0] = pixels[r0 - top : r1 - top, xa - x0 : xb - x0]
+        # opened for the call only: a gm-ls tile's threads keep hundreds of files open in GDAL already
+        fd = os.open(self.href, os.O_RDONLY)
+        try:
+            for block_col in range(c0 // bw, (c1 - 1) // bw + 1):
+                xa, xb = max(c0, block_col * bw), min(c1, (block_col + 1) * bw)
+                pixels = self._inflated_block(fd, block_row, block_col, r1 - top)
+                if pixels is None:
+                    self._raster_io(r0, r1, xa, xb, out[:, xa - c0 : xb - c0])
+                    continue
+                x0 = block_col * bw
+                out[:, xa - c0 : xb - c0] = pixels[r0 - top : r1 - top, xa - x0 : xb - x0]
+        finally:
+            os.close(fd)
 
-    def _inflated_block(self, block_row: int, block_col: int, rows: int) -> np.ndarray | None:
-        """The block's first ``rows`` rows (or more), ``(n, block width)``, None where it cannot be inflated here
-        (a sparse block, a short read, a stream that does not inflate to those rows)."""
+    def _inflated_block(
+        self, fd: int, block_row: int, block_col: int, rows: int
+    ) -> np.ndarray | None:
+        """The block's first ``rows`` rows (or more), ``(n, block width)``, read from ``fd``: a view of this
+        thread's scratch block, valid until its next inflate. None where it cannot be inflated here (a sparse
+        block, a short read, a stream that does not inflate to those rows)."""
         gdal = self._gdal
         where = f"{block_col}_{block_row}"
         offset = gdal.metadata_item(self._band, f"BLOCK_OFFSET_{where}".encode(), b"TIFF")
         size = gdal.metadata_item(self._band, f"BLOCK_SIZE_{where}".encode(), b"TIFF")
         if not offset or not size or int(offset) <= 0 or int(size) <= 0:
             return None
-        raw = os.pread(self._fd, int(size), int(offset))
+        raw = os.pread(fd, int(size), int(offset))
         produced = ctypes.c_size_t()
-        block = self._block
+        bh, bw = self.block_shape
+        block = _block_buffer(bh * bw * self.dtype.itemsize)
         if len(raw) != int(size) or not gdal.inflate(
             raw, len(raw), block.ctypes.data, block.nbytes, ctypes.byref(produced)
         ):
             return None
-        bw = self.block_shape[1]
         row_bytes = bw * self.dtype.itemsize
         if produced.value < rows * row_bytes:
             return None
@@ -402,9 +421,6 @@ class GdalRasterFile:
         if self._handle:
             self._gdal.close(self._handle)
             self._handle = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
         if self._rasterio is not None:
             self._rasterio.close()
             self._rasterio = None
