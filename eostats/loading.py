@@ -7,8 +7,9 @@ fused, and only then is the result reprojected to the block of the tile GeoBox. 
 (UTM-zone overlap), the per-CRS results are fused once more on the tile.
 
 :class:`TaskReader` does this block by block with a pool of threads, one solar day per job: COG windows are
-decoded with rasterio (GDAL releases the GIL; every thread keeps its own open datasets, so GDAL's block cache
-serves the tiles shared by neighbouring blocks), masking and fusing run on small numpy arrays, and the reprojection
+decoded through :mod:`eostats.rasterfile` (GDAL's C API for local files, rasterio for URLs; GDAL runs without the
+GIL; every thread keeps its own open datasets, so GDAL's block cache serves the tiles shared by neighbouring
+blocks), masking and fusing run on small numpy arrays, and the reprojection
 uses :mod:`eostats.kernels.warp` (GDAL's nearest and bilinear rules, the pixel mapping computed once per block and
 native grid) or odc-geo's ``xr_reproject`` for other resampling methods. :func:`load_task` wraps the reader as a
 lazy dask-backed Dataset (one dask task per block).
