@@ -283,10 +283,10 @@ def _parse_item(item: Mapping | pystac.Item) -> pystac.Item:
         # pystac deep-copies the dict it is given unless told it may consume it; a marshal round trip is a copy
         # several times cheaper (0.03 ms an item, a JSON one 0.11), keeping every value as it is (NaN included)
         own_copy = marshal.loads(marshal.dumps(item))
-    except (
-        ValueError
-    ):  # values marshal cannot hold (datetimes, dict subclasses): pystac copies the item itself
-        own_copy = None
+    except ValueError:
+        own_copy = (
+            None  # values marshal cannot hold (datetimes, dict subclasses): pystac copies the item
+        )
     try:
         if own_copy is not None:
             return pystac.Item.from_dict(

@@ -217,9 +217,8 @@ def _dilate_plane(plane, widths, out, spread, tmp):
     # output row y = OR of rows y - d and y + d, each spread by widths[d]: rows far enough from the plane's ends
     # in one pass over the words (every source read once per output word), the first and last rows apart
     edge = reach * nw
-    sources = np.empty(
-        (2 * reach + 1, 2), dtype=np.int64
-    )  # (spread slot, word offset) of each row read
+    # (spread slot, word offset) of each row read
+    sources = np.empty((2 * reach + 1, 2), dtype=np.int64)
     for d in range(-reach, reach + 1):
         sources[d + reach, 0] = slot[widths[abs(d)]]
         sources[d + reach, 1] = d * nw

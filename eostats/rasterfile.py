@@ -239,10 +239,9 @@ class GdalRasterFile:
             self.driver = gdal.driver_name(gdal.driver(self._handle)).decode()
             self.width = gdal.x_size(self._handle)
             self.height = gdal.y_size(self._handle)
+            # GDAL's default (0, 1, 0, 0, 0, 1) where the file has none
             geo = (ctypes.c_double * 6)(0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-            gdal.geo_transform(
-                self._handle, geo
-            )  # GDAL's default (0, 1, 0, 0, 0, 1) where there is none
+            gdal.geo_transform(self._handle, geo)
             self.transform = Affine.from_gdal(*geo)
             self._band = gdal.band(self._handle, 1)
             self._data_type = gdal.data_type(self._band)
@@ -338,7 +337,7 @@ class GdalRasterFile:
     @functools.cached_property
     def _edge_row(self) -> int | None:
         """First file row of the partial last row of blocks when those blocks are inflated here, else None."""
-        bh, bw = self.block_shape
+        bh = self.block_shape[0]
         if self.height % bh == 0:
             return None
         gdal = self._gdal
@@ -354,17 +353,7 @@ class GdalRasterFile:
             and (gdal.band_count(self._handle) == 1 or item(self._handle, "INTERLEAVE") == "BAND")
             and item(self._band, "BLOCK_OFFSET_0_0", b"TIFF") is not None
         )
-        if not plain_deflate:
-            return None
-        try:
-            with open(self.href, "rb") as f:
-                order = f.read(2)
-        except OSError:
-            return None
-        if order not in (b"II", b"MM"):
-            return None
-        self._block_dtype = self.dtype.newbyteorder("<" if order == b"II" else ">")
-        return self.height // bh * bh
+        return self.height // bh * bh if plain_deflate else None
 
     def _read_edge_blocks(self, r0: int, r1: int, c0: int, c1: int, out: np.ndarray) -> None:
         """Rows ``r0:r1`` (all in the last row of blocks), columns ``c0:c1``, into ``out``."""
@@ -372,11 +361,20 @@ class GdalRasterFile:
         block_row = r0 // bh
         top = block_row * bh
         # opened for the call only: a gm-ls tile's threads keep hundreds of files open in GDAL already
-        fd = os.open(self.href, os.O_RDONLY)
         try:
+            fd = os.open(self.href, os.O_RDONLY)
+        except OSError:  # a GDAL virtual path (/vsizip/...): GDAL reads it
+            self._raster_io(r0, r1, c0, c1, out)
+            return
+        try:
+            order = {b"II": "<", b"MM": ">"}.get(os.pread(fd, 2, 0))  # the TIFF's byte order
             for block_col in range(c0 // bw, (c1 - 1) // bw + 1):
                 xa, xb = max(c0, block_col * bw), min(c1, (block_col + 1) * bw)
-                pixels = self._inflated_block(fd, block_row, block_col, r1 - top)
+                pixels = (
+                    self._inflated_block(fd, order, block_row, block_col, r1 - top)
+                    if order
+                    else None
+                )
                 if pixels is None:
                     self._raster_io(r0, r1, xa, xb, out[:, xa - c0 : xb - c0])
                     continue
@@ -386,10 +384,10 @@ class GdalRasterFile:
             os.close(fd)
 
     def _inflated_block(
-        self, fd: int, block_row: int, block_col: int, rows: int
+        self, fd: int, order: str, block_row: int, block_col: int, rows: int
     ) -> np.ndarray | None:
-        """The block's first ``rows`` rows (or more), ``(n, block width)``, read from ``fd``: a view of this
-        thread's scratch block, valid until its next inflate. None where it cannot be inflated here (a sparse
+        """The block's first ``rows`` rows (or more), ``(n, block width)``, read from ``fd`` (``order``: the file's
+        byte order, ``<`` or ``>``): a view of this thread's scratch block, valid until its next inflate. None where it cannot be inflated here (a sparse
         block, a short read, a stream that does not inflate to those rows)."""
         gdal = self._gdal
         where = f"{block_col}_{block_row}"
@@ -409,7 +407,7 @@ class GdalRasterFile:
         if produced.value < rows * row_bytes:
             return None
         n = produced.value // row_bytes
-        return block[: n * row_bytes].view(self._block_dtype).reshape(n, bw)
+        return block[: n * row_bytes].view(self.dtype.newbyteorder(order)).reshape(n, bw)
 
     def rasterio_band(self) -> Any:
         """The band as rasterio's ``Band`` (for ``rasterio.warp.reproject``), the file opened by rasterio once."""

@@ -345,3 +345,23 @@ def test_a_truncated_last_block_row_fails_with_gdals_message(tmp_path: Path) -> 
             src.read(slice(512, 700), slice(0, 900), np.empty((188, 900), np.int16))
     finally:
         src.close()
+
+
+def test_a_gdal_virtual_path_reads_its_last_block_row_through_gdal(tmp_path: Path) -> None:
+    """A path the OS cannot open (/vsizip/...) is still GDAL's to read, the last block row included."""
+    import zipfile
+
+    data = pixels("uint8", (700, 900), seed=7)
+    path = write(
+        tmp_path / "z.tif", data, tiled=True, blockxsize=256, blockysize=256, compress="deflate"
+    )
+    with zipfile.ZipFile(tmp_path / "z.zip", "w") as archive:
+        archive.write(path, "z.tif")
+    src = open_raster(f"/vsizip/{tmp_path / 'z.zip'}/z.tif")
+    try:
+        assert isinstance(src, GdalRasterFile) and src._edge_row == 512
+        out = np.empty((400, 900), np.uint8)
+        src.read(slice(300, 700), slice(0, 900), out)
+        np.testing.assert_array_equal(out, data[300:700])
+    finally:
+        src.close()
